@@ -1,0 +1,478 @@
+"""TRPOAgent: Trust Region Policy Optimization as a TF-Agents `TFAgent`.
+
+Wiring only: the mathematics lives in `tftrpo.natural_gradient` (surrogate, mean
+KL, Fisher-vector product, conjugate gradient, step size, line search) and
+`tftrpo.advantages` (GAE). One call of `train(experience)` is one iteration of the
+paper's practical algorithm (Section 6), with the single-path estimator:
+
+1. advantages Â by GAE(γ, λ) on the [B, T] batch, with V_φ as baseline;
+2. g = ∇_θ L(θ) of the surrogate (Eq. 14);
+3. s ≈ F⁻¹g by conjugate gradient over Fisher-vector products of the mean KL;
+4. full step β·s with β = sqrt(2δ / sᵀFs), then a backtracking line search that
+   accepts the first candidate within the trust region that improves L;
+5. regression of V_φ on the GAE returns (Â + V).
+
+The whole update is one `tf.function`, traced once for all batch shapes.
+"""
+from typing import NamedTuple, Optional
+
+import gin
+import tensorflow as tf
+from tf_agents.agents import data_converter, tf_agent
+from tf_agents.agents.ppo import ppo_utils
+from tf_agents.distributions import utils as distribution_utils
+from tf_agents.networks import network
+from tf_agents.policies import actor_policy, greedy_policy
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+from tf_agents.utils import common, nest_utils, tensor_normalizer
+
+from tftrpo import advantages as advantages_lib
+from tftrpo import natural_gradient as ng
+
+__all__ = ["TRPOAgent", "TRPOLossInfo"]
+
+
+class TRPOLossInfo(NamedTuple):
+    """The `extra` of the `LossInfo` returned by `TRPOAgent.train`."""
+
+    kl: tf.Tensor  # mean KL(π_old ‖ π_new) after the step (0 if rejected)
+    expected_improvement: tf.Tensor  # gᵀΔθ of the last line-search candidate
+    actual_improvement: tf.Tensor  # L(θ_new) − L(θ_old) of the last candidate
+    line_search_backtracks: tf.Tensor  # shrinks before acceptance (max if rejected)
+    step_rejected: tf.Tensor  # bool: θ restored exactly
+    step_fraction: tf.Tensor  # accepted fraction of the full step β·s
+    surrogate: tf.Tensor  # L(θ) after the step (normalised advantages)
+    entropy: tf.Tensor  # mean policy entropy before the step
+    value_loss: tf.Tensor  # mean squared error of V_φ on the returns, after fitting
+    explained_variance: tf.Tensor  # 1 − Var(R − V)/Var(R), V before fitting
+    num_samples: tf.Tensor  # trainable (s, a) pairs in the batch
+
+
+def _check_finite(nest, what: str):
+    for i, t in enumerate(tf.nest.flatten(nest)):
+        if t.dtype.is_floating:
+            tf.debugging.assert_all_finite(t, f"TRPOAgent.train: {what} contains NaN or Inf (leaf {i})")
+
+
+@gin.configurable
+class TRPOAgent(tf_agent.TFAgent):
+    """Trust Region Policy Optimization (Schulman et al. 2015) for TF-Agents.
+
+    Args:
+      time_step_spec: `TimeStep` spec of the environment.
+      action_spec: (nest of) `BoundedTensorSpec` of the actions.
+      actor_net: a TF-Agents `Network` mapping observations to a distribution
+        over actions (`ActorDistributionNetwork`, or any network whose output
+        spec is a distribution spec); MLP, CNN or RNN.
+      value_net: a TF-Agents `Network` mapping observations to V(s), shape [B].
+      optimizer: optimizer of the value net (e.g. `tf.keras.optimizers.Adam(1e-3)`).
+        The policy is moved by the natural-gradient step, not by an optimizer.
+      max_kl: δ, the trust-region radius on the mean KL (Eq. 12).
+      cg_iters: conjugate-gradient iterations (Appendix C).
+      cg_damping: λ added to the Fisher, F + λI.
+      line_search_max_backtracks: candidates tried, each `line_search_shrink`
+        times the previous.
+      line_search_shrink: step shrink factor of the line search.
+      accept_ratio: a candidate must achieve at least this fraction of the
+        improvement predicted by the linear model gᵀΔθ.
+      discount_factor: γ.
+      lambda_value: λ of GAE; 1.0 gives the paper's Monte-Carlo Q̂ − V.
+      value_train_epochs: passes of value regression per `train` call.
+      value_minibatch_size: minibatch size of value regression (feed-forward
+        value nets; recurrent value nets are fitted on whole sequences).
+      normalize_observations: keep running mean/variance of observations in the
+        agent (checkpointed, and applied inside `policy` and `collect_policy`, so
+        an exported SavedModel takes raw observations).
+      observation_clip_value: clip normalised observations to ±this value.
+      normalize_advantages: standardise Â over each batch.
+      entropy_regularization: coefficient of the mean entropy added to L.
+      debug_summaries: write histograms (advantages, returns, values, actions).
+      summarize_grads_and_vars: write gradient and variable histograms.
+      train_step_counter: counter incremented by each `train` call.
+      name: the agent's name scope (summaries are written under it).
+    """
+
+    def __init__(
+        self,
+        time_step_spec: ts.TimeStep,
+        action_spec,
+        actor_net: network.Network,
+        value_net: network.Network,
+        optimizer: tf.keras.optimizers.Optimizer,
+        max_kl: float = 0.01,
+        cg_iters: int = 10,
+        cg_damping: float = 0.1,
+        line_search_max_backtracks: int = 10,
+        line_search_shrink: float = 0.8,
+        accept_ratio: float = 0.1,
+        discount_factor: float = 0.99,
+        lambda_value: float = 0.95,
+        value_train_epochs: int = 10,
+        value_minibatch_size: int = 128,
+        normalize_observations: bool = True,
+        observation_clip_value: float = 10.0,
+        normalize_advantages: bool = True,
+        entropy_regularization: float = 0.0,
+        debug_summaries: bool = False,
+        summarize_grads_and_vars: bool = False,
+        train_step_counter: Optional[tf.Variable] = None,
+        name: Optional[str] = None,
+    ):
+        tf.Module.__init__(self, name=name or "TRPOAgent")
+        if not isinstance(time_step_spec, ts.TimeStep):
+            raise TypeError(f"TRPOAgent: time_step_spec must be a TimeStep of specs, got {type(time_step_spec)}.")
+        self._check_hyperparameters(
+            max_kl, cg_iters, cg_damping, line_search_max_backtracks, line_search_shrink,
+            accept_ratio, discount_factor, lambda_value, value_train_epochs, value_minibatch_size,
+        )
+        self._check_networks(time_step_spec, action_spec, actor_net, value_net)
+        self._actor_net = actor_net
+        self._value_net = value_net
+        self._optimizer = optimizer
+        self._max_kl = float(max_kl)
+        self._cg_iters = int(cg_iters)
+        self._cg_damping = float(cg_damping)
+        self._max_backtracks = int(line_search_max_backtracks)
+        self._shrink = float(line_search_shrink)
+        self._accept_ratio = float(accept_ratio)
+        self._discount_factor = float(discount_factor)
+        self._lambda = float(lambda_value)
+        self._value_epochs = int(value_train_epochs)
+        self._value_minibatch_size = int(value_minibatch_size)
+        self._normalize_advantages = bool(normalize_advantages)
+        self._entropy_regularization = float(entropy_regularization)
+        self._observation_clip_value = float(observation_clip_value)
+
+        self._observation_normalizer = None
+        if normalize_observations:
+            for spec in tf.nest.flatten(time_step_spec.observation):
+                if not spec.dtype.is_floating:
+                    raise ValueError(
+                        f"TRPOAgent: normalize_observations=True needs floating-point observations, "
+                        f"got {spec.dtype.name} spec {spec}; pass normalize_observations=False "
+                        "(image networks scale uint8 frames themselves)."
+                    )
+            self._observation_normalizer = tensor_normalizer.StreamingTensorNormalizer(
+                time_step_spec.observation, scope="normalize_observations"
+            )
+
+        def make_actor_policy(clip):
+            return actor_policy.ActorPolicy(
+                time_step_spec=time_step_spec,
+                action_spec=action_spec,
+                actor_network=actor_net,
+                policy_state_spec=actor_net.state_spec,
+                observation_normalizer=self._observation_normalizer,
+                clip=clip,
+                training=False,
+            )
+
+        # Collection samples unclipped actions (their log-probabilities are exact);
+        # environments clip to their bounds. The greedy policy clips to the spec.
+        collect_policy = make_actor_policy(clip=False)
+        policy = greedy_policy.GreedyPolicy(make_actor_policy(clip=True))
+        super().__init__(
+            time_step_spec,
+            action_spec,
+            policy,
+            collect_policy,
+            train_sequence_length=None,
+            debug_summaries=debug_summaries,
+            summarize_grads_and_vars=summarize_grads_and_vars,
+            train_step_counter=train_step_counter,
+        )
+        self._as_trajectory = data_converter.AsTrajectory(self.data_context, sequence_length=None)
+        # Create the optimizer's slots now: variables created inside the first call
+        # of a tf.function force a second trace.
+        if hasattr(optimizer, "build"):
+            optimizer.build(value_net.trainable_variables)
+        batched_spec = tensor_spec.add_outer_dims_nest(self.collect_data_spec, (None, None))
+        self._update = common.function(
+            self._update_fn,
+            input_signature=(batched_spec, tf.TensorSpec([None], tf.float32)),
+            autograph=True,
+        )
+
+    # ----------------------------------------------------------------- checks
+    @staticmethod
+    def _check_hyperparameters(max_kl, cg_iters, cg_damping, backtracks, shrink, accept_ratio,
+                               gamma, lam, epochs, minibatch):
+        problems = []
+        if not max_kl > 0:
+            problems.append(f"max_kl must be > 0, got {max_kl}")
+        if cg_iters < 1:
+            problems.append(f"cg_iters must be >= 1, got {cg_iters}")
+        if cg_damping < 0:
+            problems.append(f"cg_damping must be >= 0, got {cg_damping}")
+        if backtracks < 1:
+            problems.append(f"line_search_max_backtracks must be >= 1, got {backtracks}")
+        if not 0 < shrink < 1:
+            problems.append(f"line_search_shrink must be in (0, 1), got {shrink}")
+        if accept_ratio < 0:
+            problems.append(f"accept_ratio must be >= 0, got {accept_ratio}")
+        if not 0 <= gamma <= 1:
+            problems.append(f"discount_factor must be in [0, 1], got {gamma}")
+        if not 0 <= lam <= 1:
+            problems.append(f"lambda_value must be in [0, 1], got {lam}")
+        if epochs < 0:
+            problems.append(f"value_train_epochs must be >= 0, got {epochs}")
+        if minibatch < 1:
+            problems.append(f"value_minibatch_size must be >= 1, got {minibatch}")
+        if problems:
+            raise ValueError("TRPOAgent: " + "; ".join(problems))
+
+    @staticmethod
+    def _check_networks(time_step_spec, action_spec, actor_net, value_net):
+        for net, label in ((actor_net, "actor_net"), (value_net, "value_net")):
+            if not isinstance(net, network.Network):
+                raise TypeError(f"TRPOAgent: {label} must be a tf_agents Network, got {type(net).__name__}.")
+            if net.input_tensor_spec is not None:
+                try:
+                    nest_utils.assert_same_structure(net.input_tensor_spec, time_step_spec.observation)
+                    compatible = all(
+                        a.shape.is_compatible_with(b.shape) and a.dtype == b.dtype
+                        for a, b in zip(tf.nest.flatten(net.input_tensor_spec),
+                                        tf.nest.flatten(time_step_spec.observation))
+                    )
+                except (TypeError, ValueError):
+                    compatible = False
+                if not compatible:
+                    raise ValueError(
+                        f"TRPOAgent: {label}.input_tensor_spec {net.input_tensor_spec} does not match "
+                        f"the observation spec {time_step_spec.observation}."
+                    )
+        actor_output = actor_net.create_variables(time_step_spec.observation)
+        for out, act in zip(tf.nest.flatten(actor_output), tf.nest.flatten(action_spec)):
+            if not isinstance(out, distribution_utils.DistributionSpecV2):
+                raise ValueError(
+                    f"TRPOAgent: actor_net must output a distribution; its output spec is {out}. "
+                    "Use ActorDistributionNetwork or tftrpo.networks.actor_network."
+                )
+            if not (tf.TensorShape(out.event_shape) == act.shape and out.dtype == act.dtype):
+                raise ValueError(
+                    f"TRPOAgent: actor_net samples {out.dtype.name}{list(out.event_shape)} "
+                    f"but the action spec is {act.dtype.name}{act.shape.as_list()}."
+                )
+        if len(tf.nest.flatten(actor_output)) != len(tf.nest.flatten(action_spec)):
+            raise ValueError(f"TRPOAgent: actor_net output {actor_output} does not match action spec {action_spec}.")
+        value_output = value_net.create_variables(time_step_spec.observation)
+        if value_output.shape.rank != 0:
+            raise ValueError(
+                f"TRPOAgent: value_net must output one scalar per observation; its output spec is {value_output}."
+            )
+
+    # --------------------------------------------------------------- networks
+    def _normalize(self, observations):
+        if self._observation_normalizer is None:
+            return observations
+        return self._observation_normalizer.normalize(observations, clip_value=self._observation_clip_value)
+
+    def _initial_state(self, net, batch_size):
+        return net.get_initial_state(batch_size) if net.state_spec else ()
+
+    def action_distribution(self, observations, step_types, training=False):
+        """π_θ(·|s) over [B, T] (normalised) observations, RNN state reset at episode starts."""
+        batch_size = tf.shape(step_types)[0]
+        distribution, _ = self._actor_net(
+            observations, step_type=step_types,
+            network_state=self._initial_state(self._actor_net, batch_size), training=training,
+        )
+        return distribution
+
+    def value_predictions(self, observations, step_types, training=False):
+        """V_φ(s) over [B, T] (normalised) observations."""
+        batch_size = tf.shape(step_types)[0]
+        values, _ = self._value_net(
+            observations, step_type=step_types,
+            network_state=self._initial_state(self._value_net, batch_size), training=training,
+        )
+        return values
+
+    # ------------------------------------------------------------- estimation
+    def compute_advantages(self, experience, values):
+        """GAE(γ, λ) advantages and returns (Â + V) for a [B, T] trajectory batch."""
+        adv = advantages_lib.generalized_advantage_estimation(
+            experience.reward, values, experience.discount, experience.next_step_type,
+            self._discount_factor, self._lambda,
+        )
+        return adv, adv + values
+
+    # ------------------------------------------------------------------ train
+    def _train(self, experience, weights=None):
+        experience = self._as_trajectory(experience)
+        time_dim = tf.compat.dimension_value(tf.nest.flatten(experience.step_type)[0].shape[1])
+        if time_dim is not None and time_dim < 2:
+            raise ValueError(
+                f"TRPOAgent.train: experience must have at least 2 time steps per row (got T={time_dim}); "
+                "the last step of each row only provides the bootstrap value."
+            )
+        batch_size = tf.shape(experience.step_type)[0]
+        if weights is None:
+            weights = tf.ones([batch_size], tf.float32)
+        else:
+            weights = tf.broadcast_to(tf.cast(weights, tf.float32), [batch_size])
+        return self._update(experience, weights)
+
+    def _update_fn(self, experience, weights):
+        """One TRPO iteration on a [B, T] batch; compiled once by `tf.function`."""
+        _check_finite(experience.reward, "experience.reward")
+        _check_finite(experience.observation, "experience.observation")
+        step_types = experience.step_type
+        mask = advantages_lib.training_mask(step_types) * weights[:, None]
+        observations = self._normalize(experience.observation)
+
+        values = self.value_predictions(observations, step_types)
+        advantages, returns = self.compute_advantages(experience, values)
+        if self._normalize_advantages:
+            advantages = _standardize(advantages, mask)
+
+        actor_vars = self._actor_net.trainable_variables
+        actions = experience.action
+        # π_θold: evaluated before any tape records, so it is a constant below.
+        old_distribution = self.action_distribution(observations, step_types)
+        old_log_prob = common.log_probability(old_distribution, actions, self.action_spec)
+        entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), mask)
+
+        def surrogate_and_kl():
+            distribution = self.action_distribution(observations, step_types, training=True)
+            log_prob = common.log_probability(distribution, actions, self.action_spec)
+            surrogate = ng.surrogate_advantage(log_prob, old_log_prob, advantages, mask)
+            if self._entropy_regularization:
+                surrogate += self._entropy_regularization * ng.masked_mean(
+                    common.entropy(distribution, self.action_spec, outer_rank=2), mask
+                )
+            kl = ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]), mask)
+            return surrogate, kl
+
+        def kl_fn():
+            return surrogate_and_kl()[1]
+
+        with tf.GradientTape() as tape:
+            surrogate_before, _ = surrogate_and_kl()
+        gradient = ng.flatten(tape.gradient(surrogate_before, actor_vars,
+                                            unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+        def fisher_product(v):
+            return ng.fisher_vector_product(kl_fn, actor_vars, v, self._cg_damping)
+
+        direction = ng.conjugate_gradient(fisher_product, gradient, self._cg_iters)
+        step_size = ng.max_step_size(direction, fisher_product(direction), self._max_kl)
+        full_step = step_size * direction
+        expected_full = tf.tensordot(gradient, full_step, 1)
+        usable = tf.logical_and(tf.math.is_finite(step_size), expected_full > 0.0)
+        # A non-finite or zero direction cannot be searched: zero step, which the
+        # line search rejects (no improvement), restoring θ exactly.
+        full_step = tf.where(usable, full_step, tf.zeros_like(full_step))
+        result = ng.backtracking_line_search(
+            actor_vars, ng.unflatten(full_step, actor_vars), tf.where(usable, expected_full, 0.0),
+            surrogate_and_kl, surrogate_before, self._max_kl,
+            self._max_backtracks, self._shrink, self._accept_ratio,
+        )
+        surrogate_after = tf.where(result.accepted, surrogate_before + result.actual_improvement, surrogate_before)
+
+        value_loss = self._fit_value_net(observations, step_types, returns, mask)
+        explained_variance = _explained_variance(values, returns, mask)
+
+        if self._observation_normalizer is not None:
+            self._observation_normalizer.update(experience.observation, outer_dims=[0, 1])
+        self.train_step_counter.assign_add(1)
+
+        extra = TRPOLossInfo(
+            kl=result.kl,
+            expected_improvement=result.expected_improvement,
+            actual_improvement=result.actual_improvement,
+            line_search_backtracks=result.backtracks,
+            step_rejected=tf.logical_not(result.accepted),
+            step_fraction=result.step_fraction,
+            surrogate=surrogate_after,
+            entropy=entropy,
+            value_loss=value_loss,
+            explained_variance=explained_variance,
+            num_samples=tf.reduce_sum(tf.cast(mask > 0, tf.int32)),
+        )
+        self._write_summaries(extra, gradient, advantages, returns, values, actions, mask)
+        return tf_agent.LossInfo(loss=-surrogate_after + value_loss, extra=extra)
+
+    def _fit_value_net(self, observations, step_types, returns, mask):
+        """Regresses V_φ on the returns by minibatch MSE; returns the loss after fitting."""
+        value_vars = self._value_net.trainable_variables
+
+        def apply(loss_fn):
+            with tf.GradientTape() as tape:
+                loss = loss_fn()
+            grads = tape.gradient(loss, value_vars)
+            self._optimizer.apply_gradients(zip(grads, value_vars))
+
+        if self._value_net.state_spec:
+            # Recurrent value nets keep their sequences: full-batch steps on [B, T].
+            def sequence_loss():
+                values = self.value_predictions(observations, step_types, training=True)
+                return ng.masked_mean(tf.square(values - returns), mask)
+
+            for _ in tf.range(self._value_epochs):
+                apply(sequence_loss)
+            return sequence_loss()
+
+        valid = mask > 0
+        flat_obs = tf.nest.map_structure(lambda o: tf.boolean_mask(o, valid), observations)
+        flat_returns = tf.boolean_mask(returns, valid)
+        flat_weights = tf.boolean_mask(mask, valid)
+        num = tf.shape(flat_returns)[0]
+        for _ in tf.range(self._value_epochs):
+            order = tf.random.shuffle(tf.range(num))
+            for start in tf.range(0, num, self._value_minibatch_size):
+                idx = order[start:start + self._value_minibatch_size]
+
+                def minibatch_loss():
+                    obs = tf.nest.map_structure(lambda o: tf.gather(o, idx), flat_obs)
+                    values, _ = self._value_net(obs, training=True)
+                    return ng.masked_mean(tf.square(values - tf.gather(flat_returns, idx)), tf.gather(flat_weights, idx))
+
+                apply(minibatch_loss)
+        values_after, _ = self._value_net(flat_obs)
+        return ng.masked_mean(tf.square(values_after - flat_returns), flat_weights)
+
+    # -------------------------------------------------------------- summaries
+    def _write_summaries(self, extra, gradient, advantages, returns, values, actions, mask):
+        if not self.summaries_enabled:
+            return
+        step = self.train_step_counter
+        with self.name_scope:
+            for group, keys in _SUMMARY_GROUPS:
+                for key in keys:
+                    tf.summary.scalar(f"{group}/{key}", tf.cast(getattr(extra, key), tf.float32), step=step)
+            if self.debug_summaries:
+                valid = mask > 0
+                tf.summary.histogram("Debug/advantages", tf.boolean_mask(advantages, valid), step=step)
+                tf.summary.histogram("Debug/returns", tf.boolean_mask(returns, valid), step=step)
+                tf.summary.histogram("Debug/values", tf.boolean_mask(values, valid), step=step)
+                for i, a in enumerate(tf.nest.flatten(actions)):
+                    tf.summary.histogram(f"Debug/actions_{i}", a, step=step)
+                tf.summary.scalar("Debug/policy_gradient_norm", tf.norm(gradient), step=step)
+            if self.summarize_grads_and_vars:
+                for var in self._actor_net.trainable_variables + self._value_net.trainable_variables:
+                    tf.summary.histogram(f"Variables/{var.name.replace(':', '_')}", var, step=step)
+
+
+_SUMMARY_GROUPS = (
+    ("TrustRegion", ("kl", "expected_improvement", "actual_improvement", "line_search_backtracks",
+                     "step_rejected", "step_fraction")),
+    ("Losses", ("surrogate", "entropy", "value_loss", "explained_variance")),
+)
+
+
+def _standardize(x, mask):
+    mean = ng.masked_mean(x, mask)
+    var = ng.masked_mean(tf.square(x - mean), mask)
+    return (x - mean) / (tf.sqrt(var) + 1e-8)
+
+
+def _explained_variance(values, returns, mask):
+    """1 − Var(R − V) / Var(R) over the masked entries (1 is perfect, ≤ 0 is useless)."""
+    def variance(x):
+        mean = ng.masked_mean(x, mask)
+        return ng.masked_mean(tf.square(x - mean), mask)
+
+    var_returns = variance(returns)
+    return tf.where(var_returns > 0, 1.0 - variance(returns - values) / tf.maximum(var_returns, 1e-12), 0.0)

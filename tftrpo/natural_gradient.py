@@ -1,0 +1,195 @@
+"""The natural-gradient step of TRPO as pure tensor functions.
+
+Each function implements one idea of Schulman et al. 2015, "Trust Region Policy
+Optimization" (arXiv 1502.05477), and names the equation it implements. None of
+them knows about agents, specs or environments: they take tensors (or callables
+returning tensors) and return tensors, so each is testable alone and runs in graph
+mode inside the agent's compiled train step.
+
+Notation: θ are the policy parameters as a list of variables, a "flat" vector is
+their concatenation, g the gradient of the surrogate, F the Fisher information
+matrix (the Hessian of the mean KL at θ_old), s ≈ F⁻¹g the search direction.
+"""
+from typing import Callable, List, NamedTuple, Sequence
+
+import tensorflow as tf
+
+__all__ = [
+    "flatten",
+    "unflatten",
+    "masked_mean",
+    "surrogate_advantage",
+    "mean_kl",
+    "fisher_vector_product",
+    "conjugate_gradient",
+    "max_step_size",
+    "LineSearchResult",
+    "backtracking_line_search",
+]
+
+
+def flatten(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Concatenates a list of tensors into one flat vector (θ → flat θ)."""
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)
+
+
+def unflatten(flat: tf.Tensor, like: Sequence[tf.Variable]) -> List[tf.Tensor]:
+    """Splits a flat vector into tensors shaped like `like` (inverse of `flatten`)."""
+    sizes = [v.shape.num_elements() for v in like]
+    parts = tf.split(flat, sizes)
+    return [tf.reshape(p, v.shape) for p, v in zip(parts, like)]
+
+
+def masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Σ w·x / Σ w: the sample average Ê[·] over the entries with non-zero weight."""
+    weights = tf.cast(weights, values.dtype)
+    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def surrogate_advantage(
+    log_prob: tf.Tensor,
+    old_log_prob: tf.Tensor,
+    advantages: tf.Tensor,
+    weights: tf.Tensor,
+) -> tf.Tensor:
+    """The surrogate objective L_θold(θ) of Eq. (14), up to the constant η(θ_old).
+
+    L(θ) = Ê[ π_θ(a|s) / q(a|s) · Â(s, a) ] with q = π_θold (single path), the
+    sample average taken over the entries where `weights` is non-zero.
+    """
+    ratio = tf.exp(log_prob - tf.stop_gradient(old_log_prob))
+    return masked_mean(ratio * tf.stop_gradient(advantages), weights)
+
+
+def mean_kl(kl_per_state: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """The average KL divergence D̄_KL^ρ(θ_old, θ) of Eq. (12)/(14).
+
+    `kl_per_state` holds KL(π_θold(·|s) ‖ π_θ(·|s)) for each sampled state; the
+    heuristic constraint of Section 4 replaces the max over states by this mean.
+    """
+    return masked_mean(kl_per_state, weights)
+
+
+def fisher_vector_product(
+    kl_fn: Callable[[], tf.Tensor],
+    variables: Sequence[tf.Variable],
+    vector: tf.Tensor,
+    damping: float = 0.0,
+) -> tf.Tensor:
+    """F·v, the Hessian of the mean KL times a vector (Appendix C.1), plus damping·v.
+
+    F is never formed: F·v = ∇_θ[(∇_θ D̄_KL(θ_old, θ))ᵀ v] at θ = θ_old, two
+    reverse-mode passes through `kl_fn`, which must compute the mean KL from
+    `variables` (with π_θold held constant). `damping` adds λ·v, the usual
+    Tikhonov term that keeps conjugate gradient stable on a singular Fisher.
+    """
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            kl = kl_fn()
+        grads = inner.gradient(kl, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grad_dot_v = tf.reduce_sum(flatten(grads) * tf.stop_gradient(vector))
+    hvp = outer.gradient(grad_dot_v, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return flatten(hvp) + damping * vector
+
+
+def conjugate_gradient(
+    matvec: Callable[[tf.Tensor], tf.Tensor],
+    b: tf.Tensor,
+    iterations: int = 10,
+    residual_tol: float = 1e-10,
+) -> tf.Tensor:
+    """Approximately solves A x = b by conjugate gradient (Appendix C: s ≈ F⁻¹ g).
+
+    `matvec(v)` returns A·v for a symmetric positive-definite A (the damped Fisher).
+    Runs at most `iterations` steps from x = 0 and stops early once the squared
+    residual norm falls below `residual_tol`. Builds a `tf.while_loop` in graph mode.
+    """
+    x = tf.zeros_like(b)
+    r = tf.identity(b)
+    p = tf.identity(b)
+    r_dot_r = tf.tensordot(r, r, 1)
+    for _ in tf.range(iterations):
+        if r_dot_r < residual_tol:
+            break
+        z = matvec(p)
+        alpha = r_dot_r / tf.tensordot(p, z, 1)
+        x += alpha * p
+        r -= alpha * z
+        new_r_dot_r = tf.tensordot(r, r, 1)
+        p = r + (new_r_dot_r / r_dot_r) * p
+        r_dot_r = new_r_dot_r
+    return x
+
+
+def max_step_size(direction: tf.Tensor, fisher_direction: tf.Tensor, max_kl: float) -> tf.Tensor:
+    """β = sqrt(2δ / sᵀFs), the largest step along s within the KL trust region (Appendix C).
+
+    With the quadratic model D̄_KL(θ_old, θ_old + βs) ≈ ½ β² sᵀFs, this β makes the
+    model equal to δ = `max_kl`. `fisher_direction` is F·s.
+    """
+    shs = tf.tensordot(direction, fisher_direction, 1)
+    return tf.sqrt(2.0 * max_kl / shs)
+
+
+class LineSearchResult(NamedTuple):
+    """What `backtracking_line_search` found; the variables hold the accepted θ."""
+
+    accepted: tf.Tensor  # bool: a candidate passed; False means θ was restored exactly
+    backtracks: tf.Tensor  # int32: shrinks taken before the accepted candidate (or all tried)
+    step_fraction: tf.Tensor  # the accepted fraction of the full step (0 if rejected)
+    kl: tf.Tensor  # mean KL at the final θ (0 if rejected)
+    expected_improvement: tf.Tensor  # gᵀ(fraction · full step) of the accepted or last candidate
+    actual_improvement: tf.Tensor  # L(θ_new) − L(θ_old) of the accepted or last candidate
+
+
+def backtracking_line_search(
+    variables: Sequence[tf.Variable],
+    full_step: Sequence[tf.Tensor],
+    expected_full_improvement: tf.Tensor,
+    surrogate_and_kl_fn: Callable[[], tuple],
+    surrogate_before: tf.Tensor,
+    max_kl: float,
+    max_backtracks: int = 10,
+    shrink: float = 0.8,
+    accept_ratio: float = 0.1,
+) -> LineSearchResult:
+    """Backtracking line search on the surrogate under the KL constraint (Section 6).
+
+    Tries θ = θ_old + shrinkᵏ · `full_step` for k = 0 … max_backtracks−1 and accepts
+    the first candidate whose mean KL is ≤ δ and whose actual surrogate improvement
+    is positive and at least `accept_ratio` times the improvement the linear model
+    predicts (gᵀ step). If none passes, every variable is assigned back its exact
+    old value. `surrogate_and_kl_fn()` evaluates (L(θ), D̄_KL(θ_old, θ)) at the
+    variables' current values.
+    """
+    old_values = [tf.identity(v) for v in variables]
+    accepted = tf.constant(False)
+    backtracks = tf.constant(0, tf.int32)
+    fraction = tf.constant(1.0, expected_full_improvement.dtype)
+    accepted_fraction = tf.zeros_like(fraction)
+    kl = tf.zeros_like(fraction)
+    expected = tf.zeros_like(fraction)
+    actual = tf.zeros_like(fraction)
+    for k in tf.range(max_backtracks):
+        for v, old, step in zip(variables, old_values, full_step):
+            v.assign(old + tf.cast(fraction, v.dtype) * step)
+        surrogate, kl = surrogate_and_kl_fn()
+        actual = surrogate - surrogate_before
+        expected = fraction * expected_full_improvement
+        ok = tf.logical_and(
+            tf.logical_and(tf.math.is_finite(surrogate), tf.math.is_finite(kl)),
+            tf.logical_and(kl <= max_kl, actual > 0.0),
+        )
+        ok = tf.logical_and(ok, actual >= accept_ratio * expected)
+        backtracks = k
+        if ok:
+            accepted = tf.constant(True)
+            accepted_fraction = fraction
+            break
+        fraction = fraction * shrink
+    if not accepted:
+        for v, old in zip(variables, old_values):
+            v.assign(old)
+        kl = tf.zeros_like(kl)
+        backtracks = tf.constant(max_backtracks, tf.int32)
+    return LineSearchResult(accepted, backtracks, accepted_fraction, kl, expected, actual)
