@@ -25,10 +25,11 @@ from tf_agents.networks import network
 from tf_agents.policies import actor_policy, greedy_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
-from tf_agents.utils import common, nest_utils, tensor_normalizer
+from tf_agents.utils import common, nest_utils
 
 from tftrpo import advantages as advantages_lib
 from tftrpo import natural_gradient as ng
+from tftrpo.normalization import ObservationNormalizer
 
 __all__ = ["TRPOAgent", "TRPOLossInfo"]
 
@@ -142,7 +143,6 @@ class TRPOAgent(tf_agent.TFAgent):
         self._value_minibatch_size = int(value_minibatch_size)
         self._normalize_advantages = bool(normalize_advantages)
         self._entropy_regularization = float(entropy_regularization)
-        self._observation_clip_value = float(observation_clip_value)
 
         self._observation_normalizer = None
         if normalize_observations:
@@ -153,8 +153,8 @@ class TRPOAgent(tf_agent.TFAgent):
                         f"got {spec.dtype.name} spec {spec}; pass normalize_observations=False "
                         "(image networks scale uint8 frames themselves)."
                     )
-            self._observation_normalizer = tensor_normalizer.StreamingTensorNormalizer(
-                time_step_spec.observation, scope="normalize_observations"
+            self._observation_normalizer = ObservationNormalizer(
+                time_step_spec.observation, clip_value=observation_clip_value
             )
 
         def make_actor_policy(clip):
@@ -266,7 +266,7 @@ class TRPOAgent(tf_agent.TFAgent):
     def _normalize(self, observations):
         if self._observation_normalizer is None:
             return observations
-        return self._observation_normalizer.normalize(observations, clip_value=self._observation_clip_value)
+        return self._observation_normalizer.normalize(observations)
 
     def _initial_state(self, net, batch_size):
         return net.get_initial_state(batch_size) if net.state_spec else ()
@@ -396,14 +396,6 @@ class TRPOAgent(tf_agent.TFAgent):
 
     def _fit_value_net(self, observations, step_types, returns, mask):
         """Regresses V_φ on the returns by minibatch MSE; returns the loss after fitting."""
-        value_vars = self._value_net.trainable_variables
-
-        def apply(loss_fn):
-            with tf.GradientTape() as tape:
-                loss = loss_fn()
-            grads = tape.gradient(loss, value_vars)
-            self._optimizer.apply_gradients(zip(grads, value_vars))
-
         if self._value_net.state_spec:
             # Recurrent value nets keep their sequences: full-batch steps on [B, T].
             def sequence_loss():
@@ -411,27 +403,33 @@ class TRPOAgent(tf_agent.TFAgent):
                 return ng.masked_mean(tf.square(values - returns), mask)
 
             for _ in tf.range(self._value_epochs):
-                apply(sequence_loss)
+                self._value_gradient_step(sequence_loss)
             return sequence_loss()
 
         valid = mask > 0
         flat_obs = tf.nest.map_structure(lambda o: tf.boolean_mask(o, valid), observations)
         flat_returns = tf.boolean_mask(returns, valid)
         flat_weights = tf.boolean_mask(mask, valid)
+
+        def minibatch_loss(indices):
+            obs = tf.nest.map_structure(lambda o: tf.gather(o, indices), flat_obs)
+            values, _ = self._value_net(obs, training=True)
+            return ng.masked_mean(tf.square(values - tf.gather(flat_returns, indices)),
+                                  tf.gather(flat_weights, indices))
+
         num = tf.shape(flat_returns)[0]
+        size = self._value_minibatch_size
         for _ in tf.range(self._value_epochs):
             order = tf.random.shuffle(tf.range(num))
-            for start in tf.range(0, num, self._value_minibatch_size):
-                idx = order[start:start + self._value_minibatch_size]
+            for start in tf.range(0, num, size):
+                self._value_gradient_step(lambda: minibatch_loss(order[start:start + size]))
+        return minibatch_loss(tf.range(num))
 
-                def minibatch_loss():
-                    obs = tf.nest.map_structure(lambda o: tf.gather(o, idx), flat_obs)
-                    values, _ = self._value_net(obs, training=True)
-                    return ng.masked_mean(tf.square(values - tf.gather(flat_returns, idx)), tf.gather(flat_weights, idx))
-
-                apply(minibatch_loss)
-        values_after, _ = self._value_net(flat_obs)
-        return ng.masked_mean(tf.square(values_after - flat_returns), flat_weights)
+    def _value_gradient_step(self, loss_fn):
+        value_vars = self._value_net.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        self._optimizer.apply_gradients(zip(tape.gradient(loss, value_vars), value_vars))
 
     # -------------------------------------------------------------- summaries
     def _write_summaries(self, extra, gradient, advantages, returns, values, actions, mask):

@@ -1,0 +1,184 @@
+"""TRPOAgent: the natural-gradient step, its guarantees, its compiled form, its errors."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tf_agents.networks import actor_distribution_rnn_network, value_rnn_network
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from tftrpo import TRPOAgent, networks
+from trajectories import random_experience
+
+OBS_SPEC = tensor_spec.TensorSpec([11], tf.float32, "observation")
+CONT_ACTION = tensor_spec.BoundedTensorSpec([3], tf.float32, -1.0, 1.0, "action")
+DISC_ACTION = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 3, "action")
+
+
+def make_agent(action_spec=CONT_ACTION, obs_spec=OBS_SPEC, **kwargs):
+    tf.random.set_seed(kwargs.pop("seed", 0))
+    time_step_spec = ts.time_step_spec(obs_spec)
+    actor = networks.actor_network(obs_spec, action_spec, (16, 16))
+    value = networks.value_network(obs_spec, (16, 16))
+    kwargs.setdefault("normalize_observations", False)
+    kwargs.setdefault("train_step_counter", tf.Variable(0, dtype=tf.int64))
+    return TRPOAgent(time_step_spec, action_spec, actor, value, tf.keras.optimizers.Adam(1e-3), **kwargs)
+
+
+def independent_mask(experience):
+    mask = (experience.step_type.numpy() != ts.StepType.LAST).astype(np.float64)
+    mask[:, -1] = 0.0
+    return mask
+
+
+def distribution(agent, experience):
+    dist, _ = agent._actor_net(experience.observation, step_type=experience.step_type, network_state=())
+    return dist
+
+
+@pytest.mark.parametrize("action_spec", [CONT_ACTION, DISC_ACTION], ids=["gaussian", "categorical"])
+def test_accepted_step_respects_trust_region_and_improves_surrogate(action_spec):
+    max_kl = 0.01
+    agent = make_agent(action_spec, max_kl=max_kl, discount_factor=0.0, value_train_epochs=0)
+    experience = random_experience(agent, batch_size=3, length=40, seed=1)
+    old = distribution(agent, experience)
+    values, _ = agent._value_net(experience.observation, step_type=experience.step_type, network_state=())
+
+    info = agent.train(experience)
+    assert not info.extra.step_rejected.numpy()
+
+    new = distribution(agent, experience)
+    mask = independent_mask(experience)
+    kl = tfp.distributions.kl_divergence(old, new).numpy()
+    mean_kl = (kl * mask).sum() / mask.sum()
+    assert mean_kl <= max_kl * (1 + 1e-4)
+    assert mean_kl == pytest.approx(float(info.extra.kl), rel=1e-3)
+
+    # γ = 0: Â = r − V(s), standardised over the trainable entries.
+    adv = experience.reward.numpy() - values.numpy()
+    mean = (adv * mask).sum() / mask.sum()
+    std = np.sqrt((((adv - mean) ** 2) * mask).sum() / mask.sum())
+    adv = (adv - mean) / (std + 1e-8)
+    ratio = np.exp(new.log_prob(experience.action).numpy() - old.log_prob(experience.action).numpy())
+    improvement = ((ratio - 1.0) * adv * mask).sum() / mask.sum()
+    assert improvement > 0
+    assert improvement == pytest.approx(float(info.extra.actual_improvement), rel=1e-3, abs=1e-6)
+    assert float(info.extra.actual_improvement) >= 0.1 * float(info.extra.expected_improvement)
+
+
+def test_rejected_line_search_restores_every_variable_bit_identically():
+    agent = make_agent(accept_ratio=1e9, value_train_epochs=0)
+    experience = random_experience(agent, seed=2)
+    before = [v.numpy().copy() for v in agent._actor_net.variables]
+    info = agent.train(experience)
+    assert info.extra.step_rejected.numpy()
+    assert int(info.extra.line_search_backtracks) == 10
+    after = [v.numpy() for v in agent._actor_net.variables]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_step_direction_moves_parameters_and_trains_value_net():
+    agent = make_agent(max_kl=0.05)
+    experience = random_experience(agent, seed=3)
+    actor_before = [v.numpy().copy() for v in agent._actor_net.trainable_variables]
+    value_before = [v.numpy().copy() for v in agent._value_net.trainable_variables]
+    loss = None
+    for _ in range(3):
+        info = agent.train(experience)
+        loss = float(info.extra.value_loss) if loss is None else loss
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(actor_before, agent._actor_net.trainable_variables))
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(value_before, agent._value_net.trainable_variables))
+    assert float(info.extra.value_loss) < loss
+    assert int(agent.train_step_counter.numpy()) == 3
+
+
+def test_compiled_update_traces_once_over_iterations_and_shapes():
+    agent = make_agent(normalize_observations=True)
+    for i, (batch, length) in enumerate([(2, 30)] * 5 + [(3, 17), (1, 64)] * 3):
+        agent.train(random_experience(agent, batch_size=batch, length=length, seed=i))
+    assert agent._update.experimental_get_tracing_count() == 1
+
+
+def test_train_inside_user_common_function():
+    from tf_agents.utils import common
+
+    agent = make_agent()
+    train = common.function(agent.train)
+    experience = random_experience(agent, seed=4)
+    info = train(experience)
+    assert np.isfinite(float(info.loss))
+
+
+def test_observation_normalizer_is_updated_and_used_by_policies():
+    agent = make_agent(normalize_observations=True)
+    experience = random_experience(agent, seed=5)
+    shifted = experience._replace(observation=experience.observation * 3.0 + 7.0)
+    agent.train(shifted)
+    _, avg, _, _ = agent._observation_normalizer.variables
+    np.testing.assert_allclose(avg.numpy(), shifted.observation.numpy().reshape(-1, 11).mean(0), rtol=1e-4)
+    obs = shifted.observation[:, 0]
+    step = ts.restart(obs, batch_size=obs.shape[0])
+    expected = agent._actor_net(
+        agent._observation_normalizer.normalize(obs), step_type=None, network_state=())[0].mode()
+    np.testing.assert_allclose(agent.policy.action(step).action.numpy(), np.clip(expected.numpy(), -1, 1), atol=1e-5)
+
+
+def test_recurrent_and_convolutional_networks_fit_the_design():
+    # RNN: state carried along T, reset at FIRST.
+    time_step_spec = ts.time_step_spec(OBS_SPEC)
+    actor = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
+        OBS_SPEC, CONT_ACTION, input_fc_layer_params=(16,), lstm_size=(8,), output_fc_layer_params=(16,))
+    value = value_rnn_network.ValueRnnNetwork(OBS_SPEC, input_fc_layer_params=(16,), lstm_size=(8,),
+                                              output_fc_layer_params=(16,))
+    agent = TRPOAgent(time_step_spec, CONT_ACTION, actor, value, tf.keras.optimizers.Adam(1e-3),
+                      normalize_observations=False, value_train_epochs=2)
+    info = agent.train(random_experience(agent, batch_size=2, length=20, seed=6))
+    assert np.isfinite(float(info.loss)) and float(info.extra.kl) <= 0.01 * 1.0001
+
+    # CNN on uint8 frames.
+    image_spec = tensor_spec.BoundedTensorSpec([16, 16, 2], tf.uint8, 0, 255, "observation")
+    actor, value = networks.actor_network(image_spec, DISC_ACTION, (8,), conv_layer_params=((4, 4, 2),)), \
+        networks.value_network(image_spec, (8,), conv_layer_params=((4, 4, 2),))
+    agent = TRPOAgent(ts.time_step_spec(image_spec), DISC_ACTION, actor, value,
+                      tf.keras.optimizers.Adam(1e-3), normalize_observations=False)
+    info = agent.train(random_experience(agent, batch_size=2, length=12, seed=7))
+    assert np.isfinite(float(info.loss))
+
+
+# ------------------------------------------------------------------ bad input
+def test_wrong_network_specs_are_named():
+    other_obs = tensor_spec.TensorSpec([5], tf.float32)
+    with pytest.raises(ValueError, match="input_tensor_spec"):
+        TRPOAgent(ts.time_step_spec(OBS_SPEC), CONT_ACTION, networks.actor_network(other_obs, CONT_ACTION),
+                  networks.value_network(OBS_SPEC), tf.keras.optimizers.Adam())
+    with pytest.raises(ValueError, match="action spec"):
+        TRPOAgent(ts.time_step_spec(OBS_SPEC), CONT_ACTION, networks.actor_network(OBS_SPEC, DISC_ACTION),
+                  networks.value_network(OBS_SPEC), tf.keras.optimizers.Adam())
+    with pytest.raises(TypeError, match="time_step_spec"):
+        TRPOAgent(OBS_SPEC, CONT_ACTION, networks.actor_network(OBS_SPEC, CONT_ACTION),
+                  networks.value_network(OBS_SPEC), tf.keras.optimizers.Adam())
+    with pytest.raises(ValueError, match="max_kl"):
+        make_agent(max_kl=-1.0)
+    image_spec = tensor_spec.BoundedTensorSpec([8, 8, 1], tf.uint8, 0, 255)
+    with pytest.raises(ValueError, match="normalize_observations"):
+        TRPOAgent(ts.time_step_spec(image_spec), DISC_ACTION, networks.actor_network(image_spec, DISC_ACTION),
+                  networks.value_network(image_spec), tf.keras.optimizers.Adam(), normalize_observations=True)
+
+
+def test_mismatched_experience_shapes_are_rejected():
+    agent = make_agent()
+    experience = random_experience(agent, seed=8)
+    bad = experience._replace(observation=experience.observation[..., :5])
+    with pytest.raises(ValueError, match="observation|shape"):
+        agent.train(bad)
+    with pytest.raises(ValueError, match="at least 2 time steps"):
+        agent.train(tf.nest.map_structure(lambda t: t[:, :1], experience))
+
+
+def test_nan_rewards_raise_a_clear_error():
+    agent = make_agent()
+    experience = random_experience(agent, seed=9)
+    reward = experience.reward.numpy()
+    reward[1, 5] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="reward contains NaN"):
+        agent.train(experience._replace(reward=tf.constant(reward)))
