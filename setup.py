@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "dm-reverb==0.14.0",
     "gymnasium[mujoco]>=1.0,<1.4",
     "ale-py>=0.9",
+    # AtariPreprocessing resizes with OpenCV; 4.12+ requires numpy 2.
+    "opencv-python-headless<4.12",
     "numpy<2",
     "matplotlib",
     "tqdm",

@@ -29,7 +29,7 @@ from tf_agents.utils import common, nest_utils
 
 from tftrpo import advantages as advantages_lib
 from tftrpo import natural_gradient as ng
-from tftrpo.normalization import ObservationNormalizer
+from tftrpo.normalization import ObservationNormalizer, RewardNormalizer
 
 __all__ = ["TRPOAgent", "TRPOLossInfo"]
 
@@ -86,6 +86,8 @@ class TRPOAgent(tf_agent.TFAgent):
         agent (checkpointed, and applied inside `policy` and `collect_policy`, so
         an exported SavedModel takes raw observations).
       observation_clip_value: clip normalised observations to ±this value.
+      normalize_rewards: divide rewards by the running standard deviation of the
+        discounted return (VecNormalize's scheme; checkpointed with the agent).
       normalize_advantages: standardise Â over each batch.
       entropy_regularization: coefficient of the mean entropy added to L.
       debug_summaries: write histograms (advantages, returns, values, actions).
@@ -113,6 +115,7 @@ class TRPOAgent(tf_agent.TFAgent):
         value_minibatch_size: int = 128,
         normalize_observations: bool = True,
         observation_clip_value: float = 10.0,
+        normalize_rewards: bool = False,
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
         debug_summaries: bool = False,
@@ -156,6 +159,8 @@ class TRPOAgent(tf_agent.TFAgent):
             self._observation_normalizer = ObservationNormalizer(
                 time_step_spec.observation, clip_value=observation_clip_value
             )
+
+        self._reward_normalizer = RewardNormalizer(discount_factor) if normalize_rewards else None
 
         def make_actor_policy(clip):
             return actor_policy.ActorPolicy(
@@ -290,10 +295,10 @@ class TRPOAgent(tf_agent.TFAgent):
         return values
 
     # ------------------------------------------------------------- estimation
-    def compute_advantages(self, experience, values):
+    def compute_advantages(self, experience, values, rewards=None):
         """GAE(γ, λ) advantages and returns (Â + V) for a [B, T] trajectory batch."""
         adv = advantages_lib.generalized_advantage_estimation(
-            experience.reward, values, experience.discount, experience.next_step_type,
+            experience.reward if rewards is None else rewards, values, experience.discount, experience.next_step_type,
             self._discount_factor, self._lambda,
         )
         return adv, adv + values
@@ -322,8 +327,11 @@ class TRPOAgent(tf_agent.TFAgent):
         mask = advantages_lib.training_mask(step_types) * weights[:, None]
         observations = self._normalize(experience.observation)
 
+        rewards = experience.reward
+        if self._reward_normalizer is not None:
+            rewards = self._reward_normalizer.scale(rewards, step_types)
         values = self.value_predictions(observations, step_types)
-        advantages, returns = self.compute_advantages(experience, values)
+        advantages, returns = self.compute_advantages(experience, values, rewards)
         if self._normalize_advantages:
             advantages = _standardize(advantages, mask)
 

@@ -1,8 +1,9 @@
 """Running statistics for observations, held in the agent and baked into its policies."""
 import tensorflow as tf
+from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import tensor_normalizer
 
-__all__ = ["ObservationNormalizer"]
+__all__ = ["ObservationNormalizer", "RewardNormalizer"]
 
 
 class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
@@ -24,3 +25,41 @@ class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
     @property
     def clip_value(self) -> float:
         return self._clip_value
+
+
+class RewardNormalizer(tf.Module):
+    """Scales rewards by the running standard deviation of the discounted return.
+
+    The scheme of baselines' VecNormalize (used by rl-zoo3's TRPO settings): keep
+    R_t = r_t + γ·R_{t−1} per environment (reset at episode starts), stream its
+    variance, and divide rewards by its standard deviation. Works on [B, T]
+    trajectory batches as drivers write them, carrying R across `train` calls.
+    """
+
+    def __init__(self, gamma: float, clip_value: float = 10.0, name: str = "normalize_rewards"):
+        super().__init__(name=name)
+        self._gamma = float(gamma)
+        self._clip_value = float(clip_value)
+        with self.name_scope:
+            self._running_return = tf.Variable(
+                tf.zeros([0]), shape=tf.TensorShape([None]), trainable=False, name="running_return")
+        self._stats = tensor_normalizer.StreamingTensorNormalizer(
+            tf.TensorSpec([], tf.float32), scope=name + "_return_stats")
+
+    def scale(self, rewards, step_types):
+        """Updates the statistics with this batch and returns the scaled [B, T] rewards."""
+        batch_size = tf.shape(rewards)[0]
+        carried = self._running_return.value()
+        initial = tf.cond(tf.shape(carried)[0] == batch_size, lambda: carried, lambda: tf.zeros([batch_size]))
+        starts = tf.cast(tf.equal(step_types, ts.StepType.FIRST), tf.float32)
+
+        def accumulate(running, inputs):
+            reward, start = inputs
+            return reward + self._gamma * running * (1.0 - start)
+
+        returns = tf.transpose(tf.scan(accumulate, (tf.transpose(rewards), tf.transpose(starts)),
+                                       initializer=initial))
+        self._running_return.assign(returns[:, -1])
+        self._stats.update(tf.boolean_mask(returns, tf.not_equal(step_types, ts.StepType.LAST)))
+        return self._stats.normalize(rewards, clip_value=self._clip_value, center_mean=False,
+                                     variance_epsilon=1e-8)

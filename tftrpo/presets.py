@@ -1,0 +1,83 @@
+"""Hyperparameter presets per task family, overridable field by field.
+
+The MuJoCo preset follows rl-zoo3's tuned TRPO settings (2 envs × 1024 steps per
+iteration, observation and reward normalisation, CG 25, damping 0.1, 20 critic
+epochs; HalfCheetah δ 0.04, Swimmer γ 0.9999); Atari follows the paper's networks
+(Appendix E) with OpenAI Baselines' δ 0.001; classic control is tuned to solve
+CartPole-v1 in a few thousand steps.
+"""
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+from tftrpo.envs import family
+
+__all__ = ["TRPOConfig", "preset", "DEFAULT_ENV"]
+
+DEFAULT_ENV = "InvertedPendulum-v5"
+
+
+@dataclasses.dataclass
+class TRPOConfig:
+    """Everything a run needs besides the env id, seed and budget."""
+
+    steps: int = 1_000_000  # environment steps of a run
+    num_envs: int = 2
+    steps_per_env: int = 1024  # one iteration collects num_envs × steps_per_env steps
+    max_kl: float = 0.01
+    cg_iters: int = 25
+    cg_damping: float = 0.1
+    line_search_max_backtracks: int = 10
+    line_search_shrink: float = 0.8
+    accept_ratio: float = 0.1
+    discount_factor: float = 0.99
+    lambda_value: float = 0.95
+    value_learning_rate: float = 1e-3
+    value_train_epochs: int = 20
+    value_minibatch_size: int = 128
+    normalize_observations: bool = True
+    normalize_rewards: bool = True
+    normalize_advantages: bool = True
+    entropy_regularization: float = 0.0
+    hidden_layers: Tuple[int, ...] = (64, 64)
+    conv_layers: Optional[Tuple[Tuple[int, int, int], ...]] = None
+    activation: str = "tanh"
+    eval_interval: int = 10  # iterations between deterministic evaluations
+    eval_episodes: int = 5
+
+    def agent_kwargs(self) -> Dict:
+        """The `TRPOAgent` keyword arguments of this config."""
+        names = ("max_kl", "cg_iters", "cg_damping", "line_search_max_backtracks", "line_search_shrink",
+                 "accept_ratio", "discount_factor", "lambda_value", "value_train_epochs",
+                 "value_minibatch_size", "normalize_observations", "normalize_rewards",
+                 "normalize_advantages", "entropy_regularization")
+        return {n: getattr(self, n) for n in names}
+
+
+_FAMILY = {
+    "mujoco": {},
+    "classic": dict(steps=100_000, steps_per_env=512, max_kl=0.02, cg_iters=10, value_train_epochs=10,
+                    normalize_rewards=False, eval_interval=5),
+    "atari": dict(steps=10_000_000, num_envs=2, steps_per_env=2048, max_kl=0.001, cg_damping=1e-3, cg_iters=10,
+                  value_train_epochs=3, value_minibatch_size=256, normalize_observations=False,
+                  normalize_rewards=False, hidden_layers=(20,), conv_layers=((16, 4, 2), (16, 4, 2)),
+                  activation="relu", eval_interval=20, eval_episodes=3),
+}
+_FAMILY["other"] = _FAMILY["classic"]
+
+_ENV = {
+    "HalfCheetah-v5": dict(max_kl=0.04),
+    "Swimmer-v5": dict(discount_factor=0.9999),
+    "InvertedPendulum-v5": dict(steps=60_000, steps_per_env=512, eval_interval=5),
+    "Pendulum-v1": dict(steps_per_env=1024, normalize_rewards=True, max_kl=0.02, lambda_value=0.95),
+}
+
+
+def preset(env_id: str, **overrides) -> TRPOConfig:
+    """The config for `env_id`: family defaults, then per-env settings, then `overrides`."""
+    values = {**_FAMILY[family(env_id)], **_ENV.get(env_id, {})}
+    fields = {f.name for f in dataclasses.fields(TRPOConfig)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(fields)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TRPOConfig(**values)

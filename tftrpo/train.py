@@ -1,0 +1,319 @@
+"""tftrpo-train: train a TRPO policy on a Gymnasium task, end to end.
+
+    tftrpo-train                                   # the built-in default: InvertedPendulum-v5
+    tftrpo-train --env Hopper-v5 --steps 1000000 --seed 1
+    tftrpo-train --env CartPole-v1 --max-kl 0.02 --run-dir runs/cp
+    tftrpo-train --run-dir runs/cp --resume        # continue a run exactly where it stopped
+
+A run directory holds config.json, TensorBoard logs (tensorboard/), checkpoints
+(checkpoints/, written by TF-Agents' Checkpointer every iteration), progress.csv and
+learning_curve.png. At the end the greedy policy is exported with PolicySaver to
+savedmodels/<run>/ (observation normalisation included).
+"""
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from typing import List, Optional
+
+from tftrpo import presets
+
+PROGRESS_FIELDS = ["iteration", "env_steps", "train_return", "train_episode_length", "eval_return",
+                   "kl", "surrogate_improvement", "line_search_backtracks", "step_rejected", "entropy",
+                   "value_loss", "explained_variance", "steps_per_second", "wall_time"]
+
+
+class UsageError(Exception):
+    """A problem with the command line or the run directory, reported without a traceback."""
+
+
+# ------------------------------------------------------------------------ CLI
+def _parse_tuple(text):
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tftrpo-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default=None, help=f"Gymnasium env id (default {presets.DEFAULT_ENV})")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--run-dir", default=None, help="run directory (default runs/<env>-seed<seed>)")
+    parser.add_argument("--export-dir", default=None, help="SavedModel directory (default savedmodels/<run>)")
+    parser.add_argument("--sampling", choices=["single_path"], default="single_path",
+                        help="sampling scheme of the paper (Section 5)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    group = parser.add_argument_group("hyperparameters (defaults: the env family's preset)")
+    for field in dataclasses.fields(presets.TRPOConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in (bool, "bool"):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif field.name == "hidden_layers":
+            group.add_argument(flag, type=_parse_tuple, default=None, help="e.g. 64,64")
+        elif field.name == "conv_layers":
+            continue
+        else:
+            kind = {int: int, float: float, str: str}.get(field.type, None) or \
+                {"int": int, "float": float, "str": str}[field.type]
+            group.add_argument(flag, type=kind, default=None)
+    return parser
+
+
+def _overrides(args) -> dict:
+    names = {f.name for f in dataclasses.fields(presets.TRPOConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _check_positive(config: presets.TRPOConfig):
+    for name in ("steps", "num_envs", "steps_per_env", "eval_interval", "eval_episodes"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.steps_per_env < 2:
+        raise UsageError("--steps-per-env must be >= 2")
+
+
+# ------------------------------------------------------------------- run dir
+def _resolve_run(args):
+    """(env_id, seed, config, run_dir, export_dir), checking the run directory."""
+    if args.resume:
+        if not args.run_dir:
+            raise UsageError("--resume needs --run-dir (the run to continue)")
+        config_path = os.path.join(args.run_dir, "config.json")
+        if not os.path.exists(config_path):
+            raise UsageError(f"nothing to resume: {config_path} does not exist")
+        with open(config_path) as f:
+            saved = json.load(f)
+        extra = {k: v for k, v in _overrides(args).items() if k != "steps"}
+        if args.env or args.seed is not None or extra:
+            raise UsageError("--resume continues the run as configured in its config.json; only --steps "
+                             f"may be given with it (got {sorted(extra) + (['env'] if args.env else [])})")
+        config_fields = dict(saved["config"])
+        config_fields["hidden_layers"] = tuple(config_fields["hidden_layers"])
+        if config_fields.get("conv_layers"):
+            config_fields["conv_layers"] = tuple(tuple(c) for c in config_fields["conv_layers"])
+        if args.steps is not None:
+            config_fields["steps"] = args.steps
+        config = presets.TRPOConfig(**config_fields)
+        return saved["env"], saved["seed"], config, args.run_dir, saved["export_dir"]
+
+    env_id = args.env or presets.DEFAULT_ENV
+    seed = 0 if args.seed is None else args.seed
+    _check_env_id(env_id)
+    try:
+        config = presets.preset(env_id, **_overrides(args))
+    except ValueError as e:
+        raise UsageError(str(e))
+    name = f"{env_id.replace('/', '_')}-seed{seed}"
+    run_dir = args.run_dir or os.path.join("runs", name)
+    export_dir = args.export_dir or os.path.join("savedmodels", os.path.basename(os.path.normpath(run_dir)))
+    for path, what in ((run_dir, "run directory"), (export_dir, "export directory")):
+        if os.path.exists(path) and os.listdir(path):
+            raise UsageError(f"{what} {path} already exists and is not empty; pass --resume --run-dir {run_dir} "
+                             "to continue that run, or choose another --run-dir / --export-dir")
+    return env_id, seed, config, run_dir, export_dir
+
+
+def _check_env_id(env_id):
+    from tftrpo.envs import suites
+
+    try:
+        suites.check_env_id(env_id)
+    except ValueError as e:
+        raise UsageError(str(e))
+
+
+# ---------------------------------------------------------------------- train
+def run(args) -> dict:
+    env_id, seed, config, run_dir, export_dir = _resolve_run(args)
+    _check_positive(config)
+
+    import numpy as np
+    import tensorflow as tf
+    from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
+    from tf_agents.environments import tf_py_environment
+    from tf_agents.metrics import tf_metrics
+    from tf_agents.policies import policy_saver
+    from tf_agents.replay_buffers import tf_uniform_replay_buffer
+    from tf_agents.utils import common
+
+    from tftrpo import TRPOAgent, networks
+    from tftrpo.envs import load, load_batched
+    from tftrpo.plotting import plot_learning_curve
+
+    os.makedirs(run_dir, exist_ok=True)
+    if not args.resume:
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": args.sampling,
+                       "config": dataclasses.asdict(config)}, f, indent=2)
+    tf.random.set_seed(seed)
+    np.random.seed(seed)
+
+    env = tf_py_environment.TFPyEnvironment(load_batched(env_id, num_envs=config.num_envs, seed=seed))
+    eval_env = tf_py_environment.TFPyEnvironment(load(env_id, seed=seed + 10_000))
+    activation = getattr(tf.keras.activations, config.activation)
+    obs_spec, action_spec = env.observation_spec(), env.action_spec()
+    actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
+                                       activation_fn=activation)
+    value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
+    train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
+    agent = TRPOAgent(env.time_step_spec(), action_spec, actor_net, value_net,
+                      tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
+                      **config.agent_kwargs())
+
+    buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+        agent.collect_data_spec, batch_size=config.num_envs, max_length=config.steps_per_env)
+    env_steps = tf_metrics.EnvironmentSteps()
+    train_return = tf_metrics.AverageReturnMetric(batch_size=config.num_envs, buffer_size=20)
+    train_length = tf_metrics.AverageEpisodeLengthMetric(batch_size=config.num_envs, buffer_size=20)
+    collect = common.function(dynamic_step_driver.DynamicStepDriver(
+        env, agent.collect_policy, observers=[buffer.add_batch, env_steps, train_return, train_length],
+        num_steps=config.num_envs * config.steps_per_env).run)
+    eval_return = tf_metrics.AverageReturnMetric(buffer_size=config.eval_episodes)
+    evaluate_fn = common.function(dynamic_episode_driver.DynamicEpisodeDriver(
+        eval_env, agent.policy, observers=[eval_return], num_episodes=config.eval_episodes).run)
+
+    def evaluate():
+        eval_return.reset()
+        evaluate_fn()
+        return float(eval_return.result())
+
+    checkpointer = _checkpointer(run_dir, args.resume, agent=agent, train_step=train_step,
+                                 env_steps=env_steps.environment_steps)
+    progress_csv = os.path.join(run_dir, "progress.csv")
+    _truncate_progress(progress_csv, int(train_step.numpy()))
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+
+    bar = _progress_bar(config.steps, int(env_steps.result()), env_id, args.no_progress)
+    last_eval = None
+    start = time.time()
+    with writer.as_default():
+        while int(env_steps.result()) < config.steps:
+            t0 = time.time()
+            collect()
+            info = agent.train(buffer.gather_all())
+            buffer.clear()
+            extra = info.extra
+            iteration = int(train_step.numpy())
+            steps_per_second = config.num_envs * config.steps_per_env / (time.time() - t0)
+            eval_value = None
+            if iteration % config.eval_interval == 0 or int(env_steps.result()) >= config.steps:
+                eval_value = last_eval = evaluate()
+                tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=env_steps.result())
+            for metric in (train_return, train_length):
+                tf.summary.scalar(f"Metrics/{metric.name}", metric.result(), step=env_steps.result())
+            tf.summary.scalar("Metrics/StepsPerSecond", steps_per_second, step=env_steps.result())
+            row = dict(iteration=iteration, env_steps=int(env_steps.result()),
+                       train_return=float(train_return.result()), train_episode_length=float(train_length.result()),
+                       eval_return=eval_value, kl=float(extra.kl),
+                       surrogate_improvement=float(extra.actual_improvement),
+                       line_search_backtracks=int(extra.line_search_backtracks),
+                       step_rejected=int(bool(extra.step_rejected)), entropy=float(extra.entropy),
+                       value_loss=float(extra.value_loss), explained_variance=float(extra.explained_variance),
+                       steps_per_second=round(steps_per_second, 1), wall_time=round(time.time() - start, 2))
+            _append_progress(progress_csv, row)
+            checkpointer.save(train_step)
+            _report(bar, row, last_eval)
+    if bar is not None:
+        bar.close()
+    writer.flush()
+
+    final_eval = evaluate()
+    if os.path.exists(export_dir):
+        shutil.rmtree(export_dir)  # only ever our own export of this run (checked at start)
+    policy_saver.PolicySaver(agent.policy, batch_size=None, train_step=train_step).save(export_dir)
+    summary = {"env": env_id, "seed": seed, "env_steps": int(env_steps.result()), "iterations": int(train_step.numpy()),
+               "final_eval_return": final_eval, "eval_episodes": config.eval_episodes,
+               "wall_time_s": round(time.time() - start, 1), "run_dir": run_dir, "export_dir": export_dir}
+    with open(os.path.join(export_dir, "tftrpo_run.json"), "w") as f:
+        json.dump({**summary, "config": dataclasses.asdict(config)}, f, indent=2)
+    plot_learning_curve(progress_csv, os.path.join(run_dir, "learning_curve.png"), title=f"TRPO on {env_id}")
+    print(f"tftrpo-train: {env_id}: {summary['env_steps']} env steps in {summary['wall_time_s']} s; "
+          f"final greedy return {final_eval:.1f} over {config.eval_episodes} episodes\n"
+          f"  SavedModel:      {export_dir}\n  TensorBoard:     tensorboard --logdir {run_dir}\n"
+          f"  learning curve:  {os.path.join(run_dir, 'learning_curve.png')}", flush=True)
+    return summary
+
+
+def _checkpointer(run_dir, resume, **objects):
+    from tf_agents.utils import common
+    import tensorflow as tf
+
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if resume and not tf.train.latest_checkpoint(ckpt_dir):
+        raise UsageError(f"nothing to resume: no checkpoint in {ckpt_dir}")
+    try:
+        checkpointer = common.Checkpointer(ckpt_dir=ckpt_dir, max_to_keep=3, **objects)
+        status = checkpointer.initialize_or_restore()
+        if resume:
+            status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        raise UsageError(f"cannot restore the checkpoint in {ckpt_dir}: it is unreadable or does not match "
+                         f"this run's configuration ({type(e).__name__}: {str(e).splitlines()[0]})")
+    return checkpointer
+
+
+def _truncate_progress(path, iteration):
+    """Drops progress rows written after the checkpoint being resumed from."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= iteration]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, PROGRESS_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_progress(path, row):
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, PROGRESS_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _progress_bar(total, initial, env_id, disabled):
+    if disabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, desc=env_id, dynamic_ncols=True)
+
+
+def _report(bar, row, last_eval):
+    eval_text = "-" if last_eval is None else f"{last_eval:.1f}"
+    if bar is not None:
+        bar.update(row["env_steps"] - bar.n)
+        bar.set_postfix(ret=f"{row['train_return']:.1f}", eval=eval_text, kl=f"{row['kl']:.4f}",
+                        sps=f"{row['steps_per_second']:.0f}")
+    elif row["eval_return"] is not None or row["iteration"] == 1:
+        print(f"iter {row['iteration']:>5d}  steps {row['env_steps']:>9d}  return {row['train_return']:9.1f}  "
+              f"eval {eval_text:>8s}  kl {row['kl']:.4f}  steps/s {row['steps_per_second']:7.0f}", flush=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except UsageError as e:
+        print(f"tftrpo-train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tftrpo-train: interrupted; the last checkpoint is intact: continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
