@@ -155,17 +155,23 @@ def run(args) -> dict:
     tf.random.set_seed(seed)
     np.random.seed(seed)
 
-    env = tf_py_environment.TFPyEnvironment(load_batched(env_id, num_envs=config.num_envs, seed=seed))
-    eval_env = tf_py_environment.TFPyEnvironment(load(env_id, seed=seed + 10_000))
+    try:
+        env = tf_py_environment.TFPyEnvironment(load_batched(env_id, num_envs=config.num_envs, seed=seed))
+        eval_env = tf_py_environment.TFPyEnvironment(load(env_id, seed=seed + 10_000))
+    except (TypeError, ImportError) as e:  # unsupported spaces, missing optional dependencies
+        raise UsageError(f"cannot use {env_id}: {e}")
     activation = getattr(tf.keras.activations, config.activation)
     obs_spec, action_spec = env.observation_spec(), env.action_spec()
     actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
                                        activation_fn=activation)
     value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
     train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
-    agent = TRPOAgent(env.time_step_spec(), action_spec, actor_net, value_net,
-                      tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
-                      **config.agent_kwargs())
+    try:
+        agent = TRPOAgent(env.time_step_spec(), action_spec, actor_net, value_net,
+                          tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
+                          **config.agent_kwargs())
+    except ValueError as e:  # invalid hyperparameters
+        raise UsageError(str(e))
 
     buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
         agent.collect_data_spec, batch_size=config.num_envs, max_length=config.steps_per_env)

@@ -1,0 +1,102 @@
+"""tftrpo-train / tftrpo-play end to end, in subprocesses, on a short budget."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+SHORT = ["--env", "CartPole-v1", "--steps-per-env", "128", "--eval-interval", "2", "--eval-episodes", "2",
+         "--value-train-epochs", "2", "--no-progress"]
+
+
+def cli(tool, *args, cwd, check=True, **kw):
+    proc = subprocess.run([sys.executable, "-m", f"tftrpo.{tool}", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} {args} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def progress(run_dir):
+    with open(os.path.join(run_dir, "progress.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_kill_resume_export_and_play(tmp_path):
+    run_dir = tmp_path / "runs" / "cp"
+    # A long budget, killed once a few iterations are checkpointed.
+    proc = subprocess.Popen([sys.executable, "-m", "tftrpo.train", *SHORT, "--steps", "200000",
+                             "--run-dir", str(run_dir)], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (run_dir / "progress.csv").exists() and len(progress(run_dir)) >= 3:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = progress(run_dir)
+    assert len(before) >= 3
+
+    cli("train", "--run-dir", str(run_dir), "--resume", "--steps", str(int(before[-1]["env_steps"]) + 1024),
+        cwd=tmp_path)
+    rows = progress(run_dir)
+    iterations = [int(r["iteration"]) for r in rows]
+    steps = [int(r["env_steps"]) for r in rows]
+    # The counters continue from the checkpoint: no iteration repeated, none skipped, steps monotone.
+    assert iterations == list(range(1, len(rows) + 1))
+    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert len(rows) > len(before) - 1
+    assert steps[-1] >= int(before[-1]["env_steps"]) + 1024 - 2 * 128
+
+    config = json.loads((run_dir / "config.json").read_text())
+    export = tmp_path / config["export_dir"]
+    assert (export / "saved_model.pb").exists()
+    meta = json.loads((export / "tftrpo_run.json").read_text())
+    assert meta["env"] == "CartPole-v1" and meta["iterations"] == iterations[-1]
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tensorboard"))
+
+    played = cli("play", str(export), "--episodes", "2", cwd=tmp_path)
+    assert played.stdout.count("episode ") == 2 and "mean return" in played.stdout
+
+
+def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
+    unknown = cli("train", "--env", "CartPoel-v1", cwd=tmp_path, check=False)
+    assert unknown.returncode == 2 and "CartPole-v1" in unknown.stderr and "Unknown" in unknown.stderr
+
+    nonsense = cli("train", "--max-kl", "lots", cwd=tmp_path, check=False)
+    assert nonsense.returncode == 2 and "--max-kl" in nonsense.stderr
+    negative = cli("train", "--max-kl", "-1", "--env", "CartPole-v1", "--steps", "10", cwd=tmp_path, check=False)
+    assert negative.returncode == 2 and "max_kl must be > 0" in negative.stderr
+
+    missing = cli("train", "--run-dir", str(tmp_path / "nope"), "--resume", cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "nothing to resume" in missing.stderr
+
+    # An existing run directory is never overwritten without --resume.
+    run_dir = tmp_path / "runs" / "existing"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    existing = cli("train", *SHORT, "--steps", "256", "--run-dir", str(run_dir), cwd=tmp_path, check=False)
+    assert existing.returncode == 2 and "already exists" in existing.stderr
+    assert (run_dir / "config.json").read_text() == "{}"
+
+    with_flags = cli("train", "--run-dir", str(run_dir), "--resume", "--max-kl", "0.5", cwd=tmp_path, check=False)
+    assert with_flags.returncode == 2 and "only --steps" in with_flags.stderr
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path):
+    run_dir = tmp_path / "runs" / "corrupt"
+    cli("train", *SHORT, "--steps", "256", "--run-dir", str(run_dir), cwd=tmp_path)
+    ckpt_dir = run_dir / "checkpoints"
+    for name in os.listdir(ckpt_dir):
+        if name.endswith(".index") or ".data-" in name:
+            (ckpt_dir / name).write_bytes(b"garbage")
+    corrupt = cli("train", "--run-dir", str(run_dir), "--resume", "--steps", "1024", cwd=tmp_path, check=False)
+    assert corrupt.returncode == 2 and "cannot restore the checkpoint" in corrupt.stderr
