@@ -31,7 +31,23 @@ from tftrpo import advantages as advantages_lib
 from tftrpo import natural_gradient as ng
 from tftrpo.normalization import ObservationNormalizer, RewardNormalizer
 
-__all__ = ["TRPOAgent", "TRPOLossInfo"]
+__all__ = ["TRPOAgent", "TRPOLossInfo", "VineExperience"]
+
+
+class VineExperience(NamedTuple):
+    """A vine rollout set (Section 5.2), the input of `TRPOAgent.train` for vine sampling.
+
+    observation: [N, ...] raw observations of the rollout-set states s_n.
+    action: [N, K, ...] the K actions a_{n,k} tried at each state.
+    q_value: [N, K] Q̂(s_n, a_{n,k}), discounted returns of the branch rollouts.
+    all_actions: scalar bool, True when the K actions enumerate a discrete space
+      (exact surrogate) rather than being sampled from π_θold (importance weights).
+    """
+
+    observation: object
+    action: object
+    q_value: tf.Tensor
+    all_actions: tf.Tensor
 
 
 class TRPOLossInfo(NamedTuple):
@@ -198,6 +214,19 @@ class TRPOAgent(tf_agent.TFAgent):
             input_signature=(batched_spec, tf.TensorSpec([None], tf.float32)),
             autograph=True,
         )
+        self._vine_update = common.function(
+            self._vine_update_fn, input_signature=(self.vine_data_spec,), autograph=True)
+
+    @property
+    def vine_data_spec(self) -> "VineExperience":
+        """Spec of the vine rollout sets `train` accepts: [N] states × K branches."""
+        obs = tensor_spec.add_outer_dims_nest(self.time_step_spec.observation, (None,))
+        return VineExperience(
+            observation=obs,
+            action=tensor_spec.add_outer_dims_nest(self.action_spec, (None, None)),
+            q_value=tf.TensorSpec([None, None], tf.float32),
+            all_actions=tf.TensorSpec([], tf.bool),
+        )
 
     # ----------------------------------------------------------------- checks
     @staticmethod
@@ -305,6 +334,10 @@ class TRPOAgent(tf_agent.TFAgent):
 
     # ------------------------------------------------------------------ train
     def _train(self, experience, weights=None):
+        if isinstance(experience, VineExperience):
+            if weights is not None:
+                raise ValueError("TRPOAgent.train: weights are not supported with vine experience")
+            return self._vine_update(experience)
         experience = self._as_trajectory(experience)
         time_dim = tf.compat.dimension_value(tf.nest.flatten(experience.step_type)[0].shape[1])
         if time_dim is not None and time_dim < 2:
@@ -335,7 +368,6 @@ class TRPOAgent(tf_agent.TFAgent):
         if self._normalize_advantages:
             advantages = _standardize(advantages, mask)
 
-        actor_vars = self._actor_net.trainable_variables
         actions = experience.action
         # π_θold: evaluated before any tape records, so it is a constant below.
         old_distribution = self.action_distribution(observations, step_types)
@@ -353,31 +385,7 @@ class TRPOAgent(tf_agent.TFAgent):
             kl = ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]), mask)
             return surrogate, kl
 
-        def kl_fn():
-            return surrogate_and_kl()[1]
-
-        with tf.GradientTape() as tape:
-            surrogate_before, _ = surrogate_and_kl()
-        gradient = ng.flatten(tape.gradient(surrogate_before, actor_vars,
-                                            unconnected_gradients=tf.UnconnectedGradients.ZERO))
-
-        def fisher_product(v):
-            return ng.fisher_vector_product(kl_fn, actor_vars, v, self._cg_damping)
-
-        direction = ng.conjugate_gradient(fisher_product, gradient, self._cg_iters)
-        step_size = ng.max_step_size(direction, fisher_product(direction), self._max_kl)
-        full_step = step_size * direction
-        expected_full = tf.tensordot(gradient, full_step, 1)
-        usable = tf.logical_and(tf.math.is_finite(step_size), expected_full > 0.0)
-        # A non-finite or zero direction cannot be searched: zero step, which the
-        # line search rejects (no improvement), restoring θ exactly.
-        full_step = tf.where(usable, full_step, tf.zeros_like(full_step))
-        result = ng.backtracking_line_search(
-            actor_vars, ng.unflatten(full_step, actor_vars), tf.where(usable, expected_full, 0.0),
-            surrogate_and_kl, surrogate_before, self._max_kl,
-            self._max_backtracks, self._shrink, self._accept_ratio,
-        )
-        surrogate_after = tf.where(result.accepted, surrogate_before + result.actual_improvement, surrogate_before)
+        result, surrogate_after, gradient = self._natural_gradient_step(surrogate_and_kl)
 
         value_loss = self._fit_value_net(observations, step_types, returns, mask)
         explained_variance = _explained_variance(values, returns, mask)
@@ -401,6 +409,90 @@ class TRPOAgent(tf_agent.TFAgent):
         )
         self._write_summaries(extra, gradient, advantages, returns, values, actions, mask)
         return tf_agent.LossInfo(loss=-surrogate_after + value_loss, extra=extra)
+
+    def _natural_gradient_step(self, surrogate_and_kl):
+        """g, s ≈ F⁻¹g by CG, β = sqrt(2δ/sᵀFs), line search (Section 6, Appendix C).
+
+        `surrogate_and_kl()` evaluates (L(θ), D̄_KL(θ_old, θ)) at the actor's current
+        variables. Returns the line-search result, L after the step, and g.
+        """
+        actor_vars = self._actor_net.trainable_variables
+        with tf.GradientTape() as tape:
+            surrogate_before, _ = surrogate_and_kl()
+        gradient = ng.flatten(tape.gradient(surrogate_before, actor_vars,
+                                            unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+        def fisher_product(v):
+            return ng.fisher_vector_product(lambda: surrogate_and_kl()[1], actor_vars, v, self._cg_damping)
+
+        direction = ng.conjugate_gradient(fisher_product, gradient, self._cg_iters)
+        step_size = ng.max_step_size(direction, fisher_product(direction), self._max_kl)
+        full_step = step_size * direction
+        expected_full = tf.tensordot(gradient, full_step, 1)
+        usable = tf.logical_and(tf.math.is_finite(step_size), expected_full > 0.0)
+        # A non-finite or zero direction cannot be searched: zero step, which the
+        # line search rejects (no improvement), restoring θ exactly.
+        full_step = tf.where(usable, full_step, tf.zeros_like(full_step))
+        result = ng.backtracking_line_search(
+            actor_vars, ng.unflatten(full_step, actor_vars), tf.where(usable, expected_full, 0.0),
+            surrogate_and_kl, surrogate_before, self._max_kl,
+            self._max_backtracks, self._shrink, self._accept_ratio,
+        )
+        surrogate_after = tf.where(result.accepted, surrogate_before + result.actual_improvement, surrogate_before)
+        return result, surrogate_after, gradient
+
+    def _vine_update_fn(self, experience):
+        """One TRPO iteration on a vine rollout set (Section 5.2); compiled once."""
+        _check_finite(experience.q_value, "vine experience q_value")
+        _check_finite(experience.observation, "vine experience observation")
+        num_states = tf.shape(experience.q_value)[0]
+        # Each rollout-set state is a length-1 sequence starting an episode.
+        step_types = tf.fill([num_states, 1], tf.cast(ts.StepType.FIRST, tf.int32))
+        observations = tf.nest.map_structure(lambda o: o[:, None], self._normalize(experience.observation))
+        q_values = experience.q_value
+        # Baseline: the mean Q̂ over the K branches of each state.
+        advantages = q_values - tf.reduce_mean(q_values, axis=1, keepdims=True)
+        ones = tf.ones_like(advantages)
+        if self._normalize_advantages:
+            advantages = _standardize(advantages, ones)
+        state_mask = tf.ones([num_states, 1])
+
+        def branch_log_prob(distribution):
+            # actions [N, K, ...] → [K, N, 1, ...], broadcast against the [N, 1] batch.
+            actions = tf.nest.map_structure(
+                lambda a: tf.expand_dims(tf.experimental.numpy.moveaxis(a, 1, 0), 2), experience.action)
+            log_prob = common.log_probability(distribution, actions, self.action_spec)
+            return tf.transpose(tf.squeeze(log_prob, 2))
+
+        old_distribution = self.action_distribution(observations, step_types)
+        old_log_prob = branch_log_prob(old_distribution)
+        entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), state_mask)
+
+        def surrogate_and_kl():
+            distribution = self.action_distribution(observations, step_types, training=True)
+            surrogate = ng.vine_surrogate(branch_log_prob(distribution), old_log_prob, advantages,
+                                          experience.all_actions)
+            if self._entropy_regularization:
+                surrogate += self._entropy_regularization * ng.masked_mean(
+                    common.entropy(distribution, self.action_spec, outer_rank=2), state_mask)
+            kl = ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]),
+                            state_mask)
+            return surrogate, kl
+
+        result, surrogate_after, gradient = self._natural_gradient_step(surrogate_and_kl)
+        if self._observation_normalizer is not None:
+            self._observation_normalizer.update(experience.observation, outer_dims=[0])
+        self.train_step_counter.assign_add(1)
+        zero = tf.constant(0.0)
+        extra = TRPOLossInfo(
+            kl=result.kl, expected_improvement=result.expected_improvement,
+            actual_improvement=result.actual_improvement, line_search_backtracks=result.backtracks,
+            step_rejected=tf.logical_not(result.accepted), step_fraction=result.step_fraction,
+            surrogate=surrogate_after, entropy=entropy, value_loss=zero, explained_variance=zero,
+            num_samples=tf.size(q_values),
+        )
+        self._write_summaries(extra, gradient, advantages, q_values, q_values, experience.action, ones)
+        return tf_agent.LossInfo(loss=-surrogate_after, extra=extra)
 
     def _fit_value_net(self, observations, step_types, returns, mask):
         """Regresses V_φ on the returns by minibatch MSE; returns the loss after fitting."""

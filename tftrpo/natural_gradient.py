@@ -19,6 +19,7 @@ __all__ = [
     "unflatten",
     "masked_mean",
     "surrogate_advantage",
+    "vine_surrogate",
     "mean_kl",
     "fisher_vector_product",
     "conjugate_gradient",
@@ -59,6 +60,27 @@ def surrogate_advantage(
     """
     ratio = tf.exp(log_prob - tf.stop_gradient(old_log_prob))
     return masked_mean(ratio * tf.stop_gradient(advantages), weights)
+
+
+def vine_surrogate(
+    log_prob: tf.Tensor,
+    old_log_prob: tf.Tensor,
+    advantages: tf.Tensor,
+    all_actions: tf.Tensor,
+) -> tf.Tensor:
+    """The vine surrogate of Section 5.2 over a rollout set: [N, K] inputs → scalar.
+
+    With every action of a discrete space enumerated (`all_actions` True), the
+    exact L_n(θ) = Σ_k π_θ(a_k|s_n) Â(s_n, a_k). With K actions sampled from
+    q = π_θold, the self-normalised importance-weighted estimator
+    L_n(θ) = Σ_k w_k Â(s_n, a_k) / Σ_k w_k with w_k = π_θ(a_k|s_n) / π_θold(a_k|s_n).
+    Returns the mean of L_n over the N states.
+    """
+    ratio = tf.exp(log_prob - tf.stop_gradient(old_log_prob))
+    advantages = tf.stop_gradient(advantages)
+    exact = tf.reduce_sum(tf.exp(log_prob) * advantages, axis=1)
+    self_normalised = tf.reduce_sum(ratio * advantages, axis=1) / tf.reduce_sum(ratio, axis=1)
+    return tf.reduce_mean(tf.where(all_actions, exact, self_normalised))
 
 
 def mean_kl(kl_per_state: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:

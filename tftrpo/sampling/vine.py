@@ -1,0 +1,241 @@
+"""The vine sampling scheme of Section 5.2: trunk, rollout set, branches, Q̂.
+
+1. Trunk: run π_θold in one environment for `trunk_steps` steps.
+2. Rollout set: N states chosen uniformly at random along the trunk; the full
+   simulator state is snapshotted at each (`tftrpo.sampling.env_state`).
+3. At each state s_n, K actions: every action of a small discrete space, or K
+   samples from π_θold(·|s_n).
+4. Each (s_n, a_k) is followed by a rollout of length L from the restored state,
+   all branches stepped together (one batched policy call per step). Common
+   random numbers: every branch of s_n starts from the same snapshot (same
+   environment RNG state) and its policy actions are driven by the same uniform
+   noise u_{n,t} (inverse CDF for Gaussians, Gumbel-max for categoricals).
+5. Q̂(s_n, a_k) = Σ_{t<L} γᵗ r_t, the branch's discounted return (`vine_q_estimates`).
+
+The result is a `tftrpo.VineExperience` for `TRPOAgent.train`.
+"""
+import dataclasses
+from typing import Callable, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+
+from tftrpo.agent import VineExperience
+from tftrpo.sampling import env_state
+
+__all__ = ["VineCollector", "VineStats", "vine_q_estimates", "sample_with_noise"]
+
+
+def vine_q_estimates(rewards: np.ndarray, alive: np.ndarray, discount: float) -> np.ndarray:
+    """Q̂ = Σ_t γᵗ r_t over branch rollouts (Section 5.2), [P, L] → [P].
+
+    `alive[p, t]` is 1 while branch p has not ended before step t (a branch stops
+    at the end of its episode; no value is bootstrapped after L steps).
+    """
+    discounts = discount ** np.arange(rewards.shape[1])
+    return (rewards * alive * discounts).sum(axis=1)
+
+
+def sample_with_noise(distribution, uniform):
+    """An action sample that is a deterministic function of uniform noise u ∈ (0, 1).
+
+    Gaussians: μ + σ·Φ⁻¹(u) (u: [P, action_size]); categoricals: Gumbel-max,
+    argmax(logits − log(−log u)) (u: [P, num_actions]). Equal u gives equal
+    actions under equal distributions: the common random numbers of the vine.
+    """
+    if isinstance(distribution, tfp.distributions.Categorical):
+        logits = distribution.logits_parameter()
+        gumbel = -tf.math.log(-tf.math.log(uniform))
+        return tf.cast(tf.argmax(logits + gumbel, axis=-1), distribution.dtype)
+    if isinstance(distribution, (tfp.distributions.MultivariateNormalDiag, tfp.distributions.Normal)):
+        mean, stddev = distribution.mean(), distribution.stddev()
+        return mean + stddev * tf.reshape(tfp.math.ndtri(uniform), tf.shape(mean))
+    raise TypeError(f"vine sampling supports Gaussian and categorical policies, got {type(distribution).__name__}")
+
+
+@dataclasses.dataclass
+class VineStats:
+    """Simulator steps spent by one `collect` and the trunk's finished episodes."""
+
+    trunk_steps: int
+    branch_steps: int
+    episode_returns: List[float]
+    episode_lengths: List[int]
+
+
+class VineCollector:
+    """Collects vine rollout sets for a TF-Agents policy.
+
+    Args:
+      env_factory: `seed -> GymnasiumEnvironment` (e.g. `lambda s: tftrpo.envs.load(id, seed=s)`);
+        called once for the trunk and `num_branch_envs` times for the branches.
+      policy: the agent's `collect_policy` (π_θold; it applies observation normalisation).
+      num_states: N, states in the rollout set per `collect`.
+      actions_per_state: K; None enumerates every action of a discrete space.
+      rollout_length: L, steps per branch including the first action.
+      trunk_steps: trunk length per `collect` (default 4·N).
+      discount: γ of Q̂.
+      num_branch_envs: environments stepped together for the branches.
+      seed: seeds the environments and the collector's noise.
+    """
+
+    def __init__(self, env_factory: Callable, policy, num_states: int = 64,
+                 actions_per_state: Optional[int] = None, rollout_length: int = 50,
+                 trunk_steps: Optional[int] = None, discount: float = 0.99,
+                 num_branch_envs: int = 128, seed: int = 0):
+        self._trunk_env = env_factory(seed)
+        env_state.check_supported(self._trunk_env)  # fail now, not with wrong branches
+        self._branch_envs = [env_factory(seed + 1 + i) for i in range(num_branch_envs)]
+        self._policy = policy
+        self._num_states = int(num_states)
+        self._rollout_length = int(rollout_length)
+        self._trunk_steps = int(trunk_steps or 4 * num_states)
+        self._discount = float(discount)
+        self._rng = np.random.default_rng(seed)
+        if self._num_states < 1 or self._rollout_length < 1 or self._trunk_steps < self._num_states:
+            raise ValueError("VineCollector needs num_states >= 1, rollout_length >= 1, trunk_steps >= num_states")
+
+        spec = self._trunk_env.action_spec()
+        if tf.nest.is_nested(spec):
+            raise ValueError(f"vine sampling supports a single action tensor, got nested action spec {spec}")
+        self._discrete = np.issubdtype(spec.dtype, np.integer)
+        if self._discrete:
+            if spec.shape != ():
+                raise ValueError(f"vine sampling supports scalar discrete actions, got shape {spec.shape}")
+            self._num_actions = int(spec.maximum - spec.minimum + 1)
+            self._noise_size = self._num_actions
+            self._action_minimum = int(spec.minimum)
+        else:
+            self._noise_size = int(np.prod(spec.shape))
+        self._all_actions = actions_per_state is None
+        if self._all_actions and not self._discrete:
+            raise ValueError("continuous actions need actions_per_state (K samples per state)")
+        self._k = self._num_actions if self._all_actions else int(actions_per_state)
+        self._action_spec = spec
+
+        time_step_spec = tensor_spec.add_outer_dims_nest(policy.time_step_spec, (None,))
+
+        def sample(time_step, uniform):
+            action = sample_with_noise(policy.distribution(time_step).action, uniform)
+            if self._discrete:
+                action = action + tf.cast(self._action_minimum, action.dtype)
+            return action
+
+        self._sample = tf.function(sample, input_signature=(
+            time_step_spec, tf.TensorSpec([None, self._noise_size], tf.float32)))
+        self._time_step = self._trunk_env.reset()
+
+    @property
+    def actions_per_state(self) -> int:
+        return self._k
+
+    @property
+    def simulator_steps_per_collect(self) -> int:
+        """Upper bound: trunk steps plus N·K·L branch steps."""
+        return self._trunk_steps + self._num_states * self._k * self._rollout_length
+
+    # ------------------------------------------------------------------ trunk
+    def _uniform(self, rows):
+        return self._rng.uniform(1e-6, 1 - 1e-6, size=(rows, self._noise_size)).astype(np.float32)
+
+    def _act(self, time_steps: List[ts.TimeStep], uniform: np.ndarray) -> np.ndarray:
+        batch = tf.nest.map_structure(lambda *xs: tf.constant(np.stack(xs)), *time_steps)
+        return self._sample(batch, tf.constant(uniform)).numpy()
+
+    def _run_trunk(self, stats: VineStats):
+        """Steps the trunk; returns the snapshots and observations of the rollout set."""
+        chosen = set(self._rng.choice(self._trunk_steps, size=self._num_states, replace=False).tolist())
+        snapshots, observations, pending = [], [], 0
+        episode_return, episode_length = 0.0, 0
+        for t in range(self._trunk_steps):
+            if t in chosen:
+                pending += 1
+            if pending and not self._time_step.is_last():
+                snapshots.append(env_state.snapshot(self._trunk_env))
+                observations.append(np.array(self._time_step.observation))
+                pending -= 1
+            action = self._act([self._time_step], self._uniform(1))[0]
+            self._time_step = self._trunk_env.step(action)
+            stats.trunk_steps += 1
+            if not self._time_step.is_first():
+                episode_return += float(self._time_step.reward)
+                episode_length += 1
+            if self._time_step.is_last():
+                stats.episode_returns.append(episode_return)
+                stats.episode_lengths.append(episode_length)
+                episode_return, episode_length = 0.0, 0
+        while pending:  # states chosen at the trunk's very end: extend it
+            if not self._time_step.is_last():
+                snapshots.append(env_state.snapshot(self._trunk_env))
+                observations.append(np.array(self._time_step.observation))
+                pending -= 1
+            self._time_step = self._trunk_env.step(self._act([self._time_step], self._uniform(1))[0])
+            stats.trunk_steps += 1
+        return snapshots, np.stack(observations)
+
+    # --------------------------------------------------------------- branches
+    def _branch_actions(self, observations: np.ndarray) -> np.ndarray:
+        """[N, K] (or [N, K, ...]) first actions: all actions, or K samples from π_θold."""
+        n = len(observations)
+        if self._all_actions:
+            actions = np.arange(self._num_actions) + self._action_minimum
+            return np.tile(actions.astype(self._action_spec.dtype), (n, 1))
+        steps = [ts.restart(np.asarray(o)) for o in observations]
+        repeated = [s for s in steps for _ in range(self._k)]
+        flat = self._act(repeated, self._uniform(n * self._k))
+        return flat.reshape((n, self._k) + tuple(self._action_spec.shape))
+
+    def _run_branches(self, snapshots, first_actions, stats: VineStats) -> np.ndarray:
+        """Q̂ [N, K] from rollouts of length L, common random numbers per state."""
+        n, k, horizon = len(snapshots), self._k, self._rollout_length
+        q = np.zeros((n, k), np.float32)
+        branches = [(i, j) for i in range(n) for j in range(k)]
+        noise = self._rng.uniform(1e-6, 1 - 1e-6, size=(n, horizon, self._noise_size)).astype(np.float32)
+        per_chunk = len(self._branch_envs)
+        for start in range(0, len(branches), per_chunk):
+            chunk = branches[start:start + per_chunk]
+            envs = self._branch_envs[:len(chunk)]
+            for env, (i, _) in zip(envs, chunk):
+                env_state.restore(env, snapshots[i])
+            rewards = np.zeros((len(chunk), horizon), np.float32)
+            alive = np.zeros((len(chunk), horizon), np.float32)
+            running = np.ones(len(chunk), bool)
+            actions = np.stack([first_actions[i, j] for i, j in chunk])
+            for t in range(horizon):
+                if t > 0:
+                    live = np.flatnonzero(running)
+                    if live.size == 0:
+                        break
+                    sampled = self._act([current[p] for p in live], noise[[chunk[p][0] for p in live], t])
+                    actions[live] = sampled
+                current = {}
+                for p, env in enumerate(envs):
+                    if not running[p]:
+                        continue
+                    step = env.step(actions[p])
+                    stats.branch_steps += 1
+                    rewards[p, t], alive[p, t] = float(step.reward), 1.0
+                    current[p] = step
+                    if step.is_last():
+                        running[p] = False
+            values = vine_q_estimates(rewards, alive, self._discount)
+            for p, (i, j) in enumerate(chunk):
+                q[i, j] = values[p]
+        return q
+
+    def collect(self):
+        """One rollout set: (`VineExperience`, `VineStats`)."""
+        stats = VineStats(0, 0, [], [])
+        snapshots, observations = self._run_trunk(stats)
+        actions = self._branch_actions(observations)
+        q = self._run_branches(snapshots, actions, stats)
+        experience = VineExperience(
+            observation=tf.constant(observations),
+            action=tf.constant(actions),
+            q_value=tf.constant(q),
+            all_actions=tf.constant(self._all_actions),
+        )
+        return experience, stats
