@@ -41,6 +41,13 @@ class TRPOConfig:
     hidden_layers: Tuple[int, ...] = (64, 64)
     conv_layers: Optional[Tuple[Tuple[int, int, int], ...]] = None
     activation: str = "tanh"
+    # Vine sampling (Section 5.2): N states, K actions (0: all actions of a discrete
+    # space, else 4 for continuous), branch rollouts of length L, trunk length (0: 4N).
+    vine_states: int = 64
+    vine_actions_per_state: int = 0
+    vine_rollout_length: int = 100
+    vine_trunk_steps: int = 0
+    vine_branch_envs: int = 64
     eval_interval: int = 10  # iterations between deterministic evaluations
     eval_episodes: int = 5
 
@@ -66,7 +73,7 @@ _FAMILY["other"] = _FAMILY["classic"]
 
 _ENV = {
     "HalfCheetah-v5": dict(max_kl=0.04),
-    "Swimmer-v5": dict(discount_factor=0.9999),
+    "Swimmer-v5": dict(discount_factor=0.9999, vine_rollout_length=50),
     "InvertedPendulum-v5": dict(steps=60_000, steps_per_env=512, eval_interval=5),
     "Pendulum-v1": dict(steps_per_env=1024, normalize_rewards=True, max_kl=0.02, lambda_value=0.95),
 }

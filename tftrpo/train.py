@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from tftrpo import presets
 
-PROGRESS_FIELDS = ["iteration", "env_steps", "train_return", "train_episode_length", "eval_return",
+PROGRESS_FIELDS = ["iteration", "env_steps", "trunk_steps", "branch_steps", "train_return", "train_episode_length", "eval_return",
                    "kl", "surrogate_improvement", "line_search_backtracks", "step_rejected", "entropy",
                    "value_loss", "explained_variance", "steps_per_second", "wall_time"]
 
@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--run-dir", default=None, help="run directory (default runs/<env>-seed<seed>)")
     parser.add_argument("--export-dir", default=None, help="SavedModel directory (default savedmodels/<run>)")
-    parser.add_argument("--sampling", choices=["single_path"], default="single_path",
-                        help="sampling scheme of the paper (Section 5)")
+    parser.add_argument("--sampling", choices=["single_path", "vine"], default=None,
+                        help="sampling scheme of the paper (Section 5; default single_path)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
     group = parser.add_argument_group("hyperparameters (defaults: the env family's preset)")
@@ -81,7 +81,7 @@ def _check_positive(config: presets.TRPOConfig):
 
 # ------------------------------------------------------------------- run dir
 def _resolve_run(args):
-    """(env_id, seed, config, run_dir, export_dir), checking the run directory."""
+    """(env_id, seed, sampling, config, run_dir, export_dir), checking the run directory."""
     if args.resume:
         if not args.run_dir:
             raise UsageError("--resume needs --run-dir (the run to continue)")
@@ -91,7 +91,7 @@ def _resolve_run(args):
         with open(config_path) as f:
             saved = json.load(f)
         extra = {k: v for k, v in _overrides(args).items() if k != "steps"}
-        if args.env or args.seed is not None or extra:
+        if args.env or args.seed is not None or args.sampling or extra:
             raise UsageError("--resume continues the run as configured in its config.json; only --steps "
                              f"may be given with it (got {sorted(extra) + (['env'] if args.env else [])})")
         config_fields = dict(saved["config"])
@@ -101,7 +101,7 @@ def _resolve_run(args):
         if args.steps is not None:
             config_fields["steps"] = args.steps
         config = presets.TRPOConfig(**config_fields)
-        return saved["env"], saved["seed"], config, args.run_dir, saved["export_dir"]
+        return saved["env"], saved["seed"], saved["sampling"], config, args.run_dir, saved["export_dir"]
 
     env_id = args.env or presets.DEFAULT_ENV
     seed = 0 if args.seed is None else args.seed
@@ -110,14 +110,14 @@ def _resolve_run(args):
         config = presets.preset(env_id, **_overrides(args))
     except ValueError as e:
         raise UsageError(str(e))
-    name = f"{env_id.replace('/', '_')}-seed{seed}"
+    name = f"{env_id.replace('/', '_')}-{'vine-' if args.sampling == 'vine' else ''}seed{seed}"
     run_dir = args.run_dir or os.path.join("runs", name)
     export_dir = args.export_dir or os.path.join("savedmodels", os.path.basename(os.path.normpath(run_dir)))
     for path, what in ((run_dir, "run directory"), (export_dir, "export directory")):
         if os.path.exists(path) and os.listdir(path):
             raise UsageError(f"{what} {path} already exists and is not empty; pass --resume --run-dir {run_dir} "
                              "to continue that run, or choose another --run-dir / --export-dir")
-    return env_id, seed, config, run_dir, export_dir
+    return env_id, seed, args.sampling or "single_path", config, run_dir, export_dir
 
 
 def _check_env_id(env_id):
@@ -131,26 +131,28 @@ def _check_env_id(env_id):
 
 # ---------------------------------------------------------------------- train
 def run(args) -> dict:
-    env_id, seed, config, run_dir, export_dir = _resolve_run(args)
+    env_id, seed, sampling, config, run_dir, export_dir = _resolve_run(args)
     _check_positive(config)
 
     import numpy as np
     import tensorflow as tf
-    from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
+    from tf_agents.drivers import dynamic_episode_driver
     from tf_agents.environments import tf_py_environment
     from tf_agents.metrics import tf_metrics
     from tf_agents.policies import policy_saver
-    from tf_agents.replay_buffers import tf_uniform_replay_buffer
     from tf_agents.utils import common
 
     from tftrpo import TRPOAgent, networks
     from tftrpo.envs import load, load_batched
     from tftrpo.plotting import plot_learning_curve
+    from tftrpo.sampling import env_state
+    from tftrpo.sampling.single_path import SinglePathCollector
+    from tftrpo.sampling.vine import VineCollector
 
     os.makedirs(run_dir, exist_ok=True)
     if not args.resume:
         with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": args.sampling,
+            json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": sampling,
                        "config": dataclasses.asdict(config)}, f, indent=2)
     tf.random.set_seed(seed)
     np.random.seed(seed)
@@ -173,14 +175,27 @@ def run(args) -> dict:
     except ValueError as e:  # invalid hyperparameters
         raise UsageError(str(e))
 
-    buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-        agent.collect_data_spec, batch_size=config.num_envs, max_length=config.steps_per_env)
-    env_steps = tf_metrics.EnvironmentSteps()
-    train_return = tf_metrics.AverageReturnMetric(batch_size=config.num_envs, buffer_size=20)
-    train_length = tf_metrics.AverageEpisodeLengthMetric(batch_size=config.num_envs, buffer_size=20)
-    collect = common.function(dynamic_step_driver.DynamicStepDriver(
-        env, agent.collect_policy, observers=[buffer.add_batch, env_steps, train_return, train_length],
-        num_steps=config.num_envs * config.steps_per_env).run)
+    env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
+    branch_steps = tf.Variable(0, dtype=tf.int64, name="branch_steps")
+    if sampling == "vine":
+        try:
+            collector = VineCollector(
+                lambda s: load(env_id, seed=s), agent.collect_policy, num_states=config.vine_states,
+                actions_per_state=config.vine_actions_per_state or (None if _discrete(action_spec) else 4),
+                rollout_length=config.vine_rollout_length, trunk_steps=config.vine_trunk_steps or None,
+                discount=config.discount_factor, num_branch_envs=config.vine_branch_envs, seed=seed)
+        except (env_state.UnsupportedEnvError, ValueError) as e:
+            raise UsageError(f"vine sampling on {env_id}: {e}")
+    else:
+        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env)
+
+    def collect_and_train():
+        """One iteration: (LossInfo, simulator steps, of which branch steps)."""
+        if sampling == "vine":
+            experience, stats = collector.collect()
+            return agent.train(experience), stats.trunk_steps + stats.branch_steps, stats.branch_steps
+        return agent.train(collector.collect()), collector.simulator_steps_per_collect, 0
+
     eval_return = tf_metrics.AverageReturnMetric(buffer_size=config.eval_episodes)
     evaluate_fn = common.function(dynamic_episode_driver.DynamicEpisodeDriver(
         eval_env, agent.policy, observers=[eval_return], num_episodes=config.eval_episodes).run)
@@ -191,32 +206,38 @@ def run(args) -> dict:
         return float(eval_return.result())
 
     checkpointer = _checkpointer(run_dir, args.resume, agent=agent, train_step=train_step,
-                                 env_steps=env_steps.environment_steps)
+                                 env_steps=env_steps, branch_steps=branch_steps)
     progress_csv = os.path.join(run_dir, "progress.csv")
     _truncate_progress(progress_csv, int(train_step.numpy()))
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
 
-    bar = _progress_bar(config.steps, int(env_steps.result()), env_id, args.no_progress)
+    bar = _progress_bar(config.steps, int(env_steps.numpy()), env_id, args.no_progress)
     last_eval = None
     start = time.time()
     with writer.as_default():
-        while int(env_steps.result()) < config.steps:
+        while int(env_steps.numpy()) < config.steps:
             t0 = time.time()
-            collect()
-            info = agent.train(buffer.gather_all())
-            buffer.clear()
+            info, steps, branch = collect_and_train()
+            env_steps.assign_add(steps)
+            branch_steps.assign_add(branch)
             extra = info.extra
             iteration = int(train_step.numpy())
-            steps_per_second = config.num_envs * config.steps_per_env / (time.time() - t0)
+            step = int(env_steps.numpy())
+            steps_per_second = steps / (time.time() - t0)
             eval_value = None
-            if iteration % config.eval_interval == 0 or int(env_steps.result()) >= config.steps:
+            if iteration % config.eval_interval == 0 or step >= config.steps:
                 eval_value = last_eval = evaluate()
-                tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=env_steps.result())
-            for metric in (train_return, train_length):
-                tf.summary.scalar(f"Metrics/{metric.name}", metric.result(), step=env_steps.result())
-            tf.summary.scalar("Metrics/StepsPerSecond", steps_per_second, step=env_steps.result())
-            row = dict(iteration=iteration, env_steps=int(env_steps.result()),
-                       train_return=float(train_return.result()), train_episode_length=float(train_length.result()),
+                tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=step)
+            recent_return, recent_length = collector.recent_episodes()
+            tf.summary.scalar("Metrics/AverageReturn", recent_return, step=step)
+            tf.summary.scalar("Metrics/AverageEpisodeLength", recent_length, step=step)
+            tf.summary.scalar("Metrics/StepsPerSecond", steps_per_second, step=step)
+            if sampling == "vine":
+                tf.summary.scalar("Vine/trunk_steps", step - int(branch_steps.numpy()), step=step)
+                tf.summary.scalar("Vine/branch_steps", branch_steps, step=step)
+            row = dict(iteration=iteration, env_steps=step, trunk_steps=step - int(branch_steps.numpy()),
+                       branch_steps=int(branch_steps.numpy()),
+                       train_return=recent_return, train_episode_length=recent_length,
                        eval_return=eval_value, kl=float(extra.kl),
                        surrogate_improvement=float(extra.actual_improvement),
                        line_search_backtracks=int(extra.line_search_backtracks),
@@ -234,7 +255,7 @@ def run(args) -> dict:
     if os.path.exists(export_dir):
         shutil.rmtree(export_dir)  # only ever our own export of this run (checked at start)
     policy_saver.PolicySaver(agent.policy, batch_size=None, train_step=train_step).save(export_dir)
-    summary = {"env": env_id, "seed": seed, "env_steps": int(env_steps.result()), "iterations": int(train_step.numpy()),
+    summary = {"env": env_id, "seed": seed, "sampling": sampling, "env_steps": int(env_steps.numpy()), "iterations": int(train_step.numpy()),
                "final_eval_return": final_eval, "eval_episodes": config.eval_episodes,
                "wall_time_s": round(time.time() - start, 1), "run_dir": run_dir, "export_dir": export_dir}
     with open(os.path.join(export_dir, "tftrpo_run.json"), "w") as f:
@@ -245,6 +266,10 @@ def run(args) -> dict:
           f"  SavedModel:      {export_dir}\n  TensorBoard:     tensorboard --logdir {run_dir}\n"
           f"  learning curve:  {os.path.join(run_dir, 'learning_curve.png')}", flush=True)
     return summary
+
+
+def _discrete(action_spec) -> bool:
+    return action_spec.dtype.is_integer
 
 
 def _checkpointer(run_dir, resume, **objects):

@@ -14,6 +14,7 @@
 
 The result is a `tftrpo.VineExperience` for `TRPOAgent.train`.
 """
+import collections
 import dataclasses
 from typing import Callable, List, Optional
 
@@ -127,6 +128,14 @@ class VineCollector:
         self._sample = tf.function(sample, input_signature=(
             time_step_spec, tf.TensorSpec([None, self._noise_size], tf.float32)))
         self._time_step = self._trunk_env.reset()
+        self._recent = collections.deque(maxlen=20)
+
+    def recent_episodes(self):
+        """(mean return, mean length) of the trunk's last finished episodes (0, 0 before any)."""
+        if not self._recent:
+            return 0.0, 0.0
+        returns, lengths = zip(*self._recent)
+        return float(np.mean(returns)), float(np.mean(lengths))
 
     @property
     def actions_per_state(self) -> int:
@@ -232,6 +241,7 @@ class VineCollector:
         snapshots, observations = self._run_trunk(stats)
         actions = self._branch_actions(observations)
         q = self._run_branches(snapshots, actions, stats)
+        self._recent.extend(zip(stats.episode_returns, stats.episode_lengths))
         experience = VineExperience(
             observation=tf.constant(observations),
             action=tf.constant(actions),
