@@ -1,4 +1,5 @@
 """Gymnasium -> TF-Agents env layer, checked against real gymnasium envs."""
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,189 +12,179 @@ from tf_agents.trajectories import time_step as ts
 
 from tftrpo.envs import GymnasiumEnvironment, family, load, load_batched
 
-FIRST, MID, LAST = (int(ts.StepType.FIRST), int(ts.StepType.MID),
-                    int(ts.StepType.LAST))
+FIRST, MID, LAST = (int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST))
 
 
 def _actions(env_id, n, seed=0):
-  rng = np.random.default_rng(seed)
-  if env_id == 'CartPole-v1':
-    return rng.integers(0, 2, size=n).astype(np.int64)
-  # Hopper: deliberately out of [-1, 1] so that clipping is exercised.
-  return rng.uniform(-1.5, 1.5, size=(n, 3)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if env_id == 'CartPole-v1':
+        return rng.integers(0, 2, size=n).astype(np.int64)
+    # Hopper: deliberately out of [-1, 1] so that clipping is exercised.
+    return rng.uniform(-1.5, 1.5, size=(n, 3)).astype(np.float32)
 
 
 @pytest.mark.parametrize('env_id', ['CartPole-v1', 'Hopper-v5'])
 def test_matches_raw_gymnasium_over_episodes(env_id):
-  seed, n = 123, 400
-  env = load(env_id, seed=seed, discount=0.99)
-  raw = gym.make(env_id)
-  actions = _actions(env_id, n)
-  step = env.reset()
-  obs, _ = raw.reset(seed=seed)
-  assert step.step_type == FIRST
-  np.testing.assert_allclose(step.observation, np.float32(obs))
-  assert step.observation.dtype == np.float32
-  episodes, done = 0, False
-  for a in actions:
-    step = env.step(a)
-    if done:
-      obs, _ = raw.reset()  # no seed: gymnasium continues its RNG
-      want = (FIRST, 0.0, 1.0)
-    else:
-      raw_a = np.clip(a, -1, 1) if a.ndim else int(a)
-      obs, r, term, trunc, _ = raw.step(raw_a)
-      want = (LAST if term or trunc else MID, r, 0.0 if term else 0.99)
-    done = want[0] == LAST
-    episodes += done
-    np.testing.assert_allclose(step.observation, np.float32(obs), rtol=1e-6)
-    assert (int(step.step_type), float(step.reward)) == (
-        want[0], pytest.approx(want[1], rel=1e-6))
-    assert float(step.discount) == pytest.approx(want[2])
-  assert episodes >= 3
+    seed, n = 123, 400
+    env = load(env_id, seed=seed, discount=0.99)
+    raw = gym.make(env_id)
+    actions = _actions(env_id, n)
+    step = env.reset()
+    obs, _ = raw.reset(seed=seed)
+    assert step.step_type == FIRST
+    np.testing.assert_allclose(step.observation, np.float32(obs))
+    assert step.observation.dtype == np.float32
+    episodes, done = 0, False
+    for a in actions:
+        step = env.step(a)
+        if done:
+            obs, _ = raw.reset()  # no seed: gymnasium continues its RNG
+            want = (FIRST, 0.0, 1.0)
+        else:
+            raw_a = np.clip(a, -1, 1) if a.ndim else int(a)
+            obs, r, term, trunc, _ = raw.step(raw_a)
+            want = (LAST if term or trunc else MID, r, 0.0 if term else 0.99)
+        done = want[0] == LAST
+        episodes += done
+        np.testing.assert_allclose(step.observation, np.float32(obs), rtol=1e-6)
+        assert (int(step.step_type), float(step.reward)) == (want[0], pytest.approx(want[1], rel=1e-6))
+        assert float(step.discount) == pytest.approx(want[2])
+    assert episodes >= 3
 
 
 def test_truncation_is_not_termination():
-  # CartPole with a 5-step limit: random actions cannot fail that fast.
-  env = load('CartPole-v1', seed=0, discount=0.9, max_episode_steps=5)
-  env.reset()
-  steps = [env.step(np.int64(i % 2)) for i in range(5)]
-  assert [int(s.step_type) for s in steps] == [MID] * 4 + [LAST]
-  assert float(steps[-1].discount) == pytest.approx(0.9)
-  assert env.step(np.int64(0)).step_type == FIRST  # auto-reset after LAST
-  # Always pushing right makes the pole fall: termination, discount 0.
-  env = load('CartPole-v1', seed=0)
-  env.reset()
-  for t in range(100):
-    s = env.step(np.int64(1))
-    if s.is_last():
-      break
-  assert t < 50 and float(s.discount) == 0.0
-  # Pendulum never terminates; the 200-step TimeLimit truncates it.
-  env = load('Pendulum-v1', seed=0)
-  env.reset()
-  lasts = [t for t in range(1, 201)
-           if env.step(np.zeros(1, np.float32)).is_last()]
-  assert lasts == [200]
-  assert float(env.current_time_step().discount) == 1.0
+    # CartPole with a 5-step limit: random actions cannot fail that fast.
+    env = load('CartPole-v1', seed=0, discount=0.9, max_episode_steps=5)
+    env.reset()
+    steps = [env.step(np.int64(i % 2)) for i in range(5)]
+    assert [int(s.step_type) for s in steps] == [MID] * 4 + [LAST]
+    assert float(steps[-1].discount) == pytest.approx(0.9)
+    assert env.step(np.int64(0)).step_type == FIRST  # auto-reset after LAST
+    # Always pushing right makes the pole fall: termination, discount 0.
+    env = load('CartPole-v1', seed=0)
+    env.reset()
+    for t in range(100):
+        s = env.step(np.int64(1))
+        if s.is_last():
+            break
+    assert t < 50 and float(s.discount) == 0.0
+    # Pendulum never terminates; the 200-step TimeLimit truncates it.
+    env = load('Pendulum-v1', seed=0)
+    env.reset()
+    lasts = [t for t in range(1, 201) if env.step(np.zeros(1, np.float32)).is_last()]
+    assert lasts == [200]
+    assert float(env.current_time_step().discount) == 1.0
 
 
 def test_specs_info_and_action_validation():
-  env = load('Hopper-v5', seed=0)
-  obs_spec, act_spec = env.observation_spec(), env.action_spec()
-  assert obs_spec.shape == (11,) and obs_spec.dtype == np.float32
-  assert act_spec.shape == (3,) and act_spec.dtype == np.float32
-  assert float(act_spec.minimum) == -1.0 and float(act_spec.maximum) == 1.0
-  env.reset()
-  raw_space = gym.make('Hopper-v5').action_space
-  raw_space.seed(0)  # the first reset seeds the action space too
-  np.testing.assert_array_equal(env.gym_env.action_space.sample(),
-                                raw_space.sample())
-  env.step(np.zeros(3, np.float32))
-  assert 'x_position' in env.get_info()
-  assert isinstance(env.gym_env, gym.Env)
-  with pytest.raises(ValueError, match=r'expected \(3,\), got \(2,\)'):
-    env.step(np.zeros(2, np.float32))
-  cart = load('CartPole-v1').action_spec()
-  assert (cart.shape, cart.dtype, cart.minimum, cart.maximum) == (
-      (), np.int64, 0, 1)
-  assert (family('Hopper-v5'), family('CartPole-v1'), family('ALE/Pong-v5'),
-          family('LunarLander-v3')) == ('mujoco', 'classic', 'atari', 'other')
+    env = load('Hopper-v5', seed=0)
+    obs_spec, act_spec = env.observation_spec(), env.action_spec()
+    assert obs_spec.shape == (11,) and obs_spec.dtype == np.float32
+    assert act_spec.shape == (3,) and act_spec.dtype == np.float32
+    assert float(act_spec.minimum) == -1.0 and float(act_spec.maximum) == 1.0
+    env.reset()
+    raw_space = gym.make('Hopper-v5').action_space
+    raw_space.seed(0)  # the first reset seeds the action space too
+    np.testing.assert_array_equal(env.gym_env.action_space.sample(), raw_space.sample())
+    env.step(np.zeros(3, np.float32))
+    assert 'x_position' in env.get_info()
+    assert isinstance(env.gym_env, gym.Env)
+    with pytest.raises(ValueError, match=r'expected \(3,\), got \(2,\)'):
+        env.step(np.zeros(2, np.float32))
+    cart = load('CartPole-v1').action_spec()
+    assert (cart.shape, cart.dtype, cart.minimum, cart.maximum) == ((), np.int64, 0, 1)
+    assert (family('Hopper-v5'), family('CartPole-v1'), family('ALE/Pong-v5'), family('LunarLander-v3')) == (
+        'mujoco',
+        'classic',
+        'atari',
+        'other',
+    )
 
 
 class _TinyEnv(gym.Env):
-  """One-step env with configurable spaces."""
+    """One-step env with configurable spaces."""
 
-  def __init__(self, observation_space, action_space):
-    self.observation_space, self.action_space = observation_space, action_space
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
 
-  def reset(self, *, seed=None, options=None):
-    super().reset(seed=seed)
-    return self.observation_space.sample(), {}
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
 
-  def step(self, action):
-    return self.observation_space.sample(), 1.0, True, False, {}
+    def step(self, action):
+        return self.observation_space.sample(), 1.0, True, False, {}
 
 
 def test_space_conversion_and_unsupported_spaces():
-  box = gym.spaces.Box(0.0, 1.0, (2,), np.float64)
-  env = GymnasiumEnvironment(_TinyEnv(gym.spaces.Discrete(3, start=-1),
-                                      gym.spaces.MultiDiscrete([2, 5])))
-  assert env.observation_spec().dtype == np.int64
-  assert (env.observation_spec().minimum, env.observation_spec().maximum) == (
-      -1, 1)
-  np.testing.assert_array_equal(env.action_spec().maximum, [1, 4])
-  with pytest.raises(TypeError, match='observation space Dict'):
-    GymnasiumEnvironment(_TinyEnv(gym.spaces.Dict({'a': box}), box))
-  with pytest.raises(TypeError, match='action space MultiBinary'):
-    GymnasiumEnvironment(_TinyEnv(box, gym.spaces.MultiBinary(3)))
+    box = gym.spaces.Box(0.0, 1.0, (2,), np.float64)
+    env = GymnasiumEnvironment(_TinyEnv(gym.spaces.Discrete(3, start=-1), gym.spaces.MultiDiscrete([2, 5])))
+    assert env.observation_spec().dtype == np.int64
+    assert (env.observation_spec().minimum, env.observation_spec().maximum) == (-1, 1)
+    np.testing.assert_array_equal(env.action_spec().maximum, [1, 4])
+    with pytest.raises(TypeError, match='observation space Dict'):
+        GymnasiumEnvironment(_TinyEnv(gym.spaces.Dict({'a': box}), box))
+    with pytest.raises(TypeError, match='action space MultiBinary'):
+        GymnasiumEnvironment(_TinyEnv(box, gym.spaces.MultiBinary(3)))
 
 
 def test_unknown_env_id_suggests_close_match():
-  with pytest.raises(ValueError, match="'Hoper-v5'.*Hopper-v5"):
-    load('Hoper-v5')
+    with pytest.raises(ValueError, match="'Hoper-v5'.*Hopper-v5"):
+        load('Hoper-v5')
 
 
 @pytest.mark.parametrize('parallel', ['serial', 'threads', 'processes'])
 def test_batched_equals_sequential(parallel):
-  seed, n = 7, 120
-  batched = load_batched('Hopper-v5', num_envs=2, seed=seed,
-                         parallel=parallel)
-  singles = [load('Hopper-v5', seed=seed), load('Hopper-v5', seed=seed + 1)]
-  acts = _actions('Hopper-v5', 2 * n, seed=1).reshape(n, 2, 3)
-  try:
-    b = batched.reset()
-    s = [e.reset() for e in singles]
-    lasts = 0
-    for a in acts:
-      np.testing.assert_array_equal(
-          b.observation, np.stack([x.observation for x in s]))
-      np.testing.assert_array_equal(b.reward, [x.reward for x in s])
-      np.testing.assert_array_equal(b.step_type, [x.step_type for x in s])
-      lasts += int(np.sum(b.step_type == LAST))
-      b = batched.step(a)
-      s = [e.step(a[i]) for i, e in enumerate(singles)]
-    assert lasts >= 2  # the comparison covered auto-resets
-    assert not np.allclose(b.observation[0], b.observation[1])
-  finally:
-    batched.close()
+    seed, n = 7, 120
+    batched = load_batched('Hopper-v5', num_envs=2, seed=seed, parallel=parallel)
+    singles = [load('Hopper-v5', seed=seed), load('Hopper-v5', seed=seed + 1)]
+    acts = _actions('Hopper-v5', 2 * n, seed=1).reshape(n, 2, 3)
+    try:
+        b = batched.reset()
+        s = [e.reset() for e in singles]
+        lasts = 0
+        for a in acts:
+            np.testing.assert_array_equal(b.observation, np.stack([x.observation for x in s]))
+            np.testing.assert_array_equal(b.reward, [x.reward for x in s])
+            np.testing.assert_array_equal(b.step_type, [x.step_type for x in s])
+            lasts += int(np.sum(b.step_type == LAST))
+            b = batched.step(a)
+            s = [e.step(a[i]) for i, e in enumerate(singles)]
+        assert lasts >= 2  # the comparison covered auto-resets
+        assert not np.allclose(b.observation[0], b.observation[1])
+    finally:
+        batched.close()
 
 
 def test_atari_pong_preprocessing():
-  pytest.importorskip('cv2', reason='AtariPreprocessing needs '
-                      'opencv-python-headless<4.12')
-  env = load('ALE/Pong-v5', seed=0)
-  spec = env.observation_spec()
-  assert (spec.shape, spec.dtype) == ((84, 84, 4), np.uint8)
-  act = env.action_spec()
-  assert (act.shape, act.dtype, int(act.minimum), int(act.maximum)) == (
-      (), np.int64, 0, 5)
-  prev = env.reset().observation
-  assert prev.shape == (84, 84, 4) and prev.dtype == np.uint8
-  for a in [0, 2, 3, 1, 2]:
-    obs = env.step(np.int64(a)).observation
-    assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
-    # Channels-last frame stack rolls: new channel k == old channel k + 1.
-    np.testing.assert_array_equal(obs[..., :3], prev[..., 1:])
-    prev = obs
-  assert prev.std() > 0
+    pytest.importorskip('cv2', reason='AtariPreprocessing needs ' 'opencv-python-headless<4.12')
+    env = load('ALE/Pong-v5', seed=0)
+    spec = env.observation_spec()
+    assert (spec.shape, spec.dtype) == ((84, 84, 4), np.uint8)
+    act = env.action_spec()
+    assert (act.shape, act.dtype, int(act.minimum), int(act.maximum)) == ((), np.int64, 0, 5)
+    prev = env.reset().observation
+    assert prev.shape == (84, 84, 4) and prev.dtype == np.uint8
+    for a in [0, 2, 3, 1, 2]:
+        obs = env.step(np.int64(a)).observation
+        assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+        # Channels-last frame stack rolls: new channel k == old channel k + 1.
+        np.testing.assert_array_equal(obs[..., :3], prev[..., 1:])
+        prev = obs
+    assert prev.std() > 0
 
 
 def test_tf_agents_driver_collects_batched():
-  env = tf_py_environment.TFPyEnvironment(load_batched('CartPole-v1', 2))
-  assert env.batch_size == 2
-  policy = random_tf_policy.RandomTFPolicy(env.time_step_spec(),
-                                           env.action_spec())
-  rb = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-      policy.trajectory_spec, batch_size=2, max_length=200)
-  driver = dynamic_step_driver.DynamicStepDriver(
-      env, policy, observers=[rb.add_batch], num_steps=2 * 40)
-  driver.run()
-  traj = rb.gather_all()
-  steps = traj.step_type.shape[1]
-  assert traj.step_type.shape == (2, steps) and steps >= 40
-  assert traj.observation.shape == (2, steps, 4)
-  assert traj.observation.dtype == tf.float32
-  assert traj.action.dtype == tf.int64
-  assert int(rb.num_frames()) == 2 * steps
-  env.close()
+    env = tf_py_environment.TFPyEnvironment(load_batched('CartPole-v1', 2))
+    assert env.batch_size == 2
+    policy = random_tf_policy.RandomTFPolicy(env.time_step_spec(), env.action_spec())
+    rb = tf_uniform_replay_buffer.TFUniformReplayBuffer(policy.trajectory_spec, batch_size=2, max_length=200)
+    driver = dynamic_step_driver.DynamicStepDriver(env, policy, observers=[rb.add_batch], num_steps=2 * 40)
+    driver.run()
+    traj = rb.gather_all()
+    steps = traj.step_type.shape[1]
+    assert traj.step_type.shape == (2, steps) and steps >= 40
+    assert traj.observation.shape == (2, steps, 4)
+    assert traj.observation.dtype == tf.float32
+    assert traj.action.dtype == tf.int64
+    assert int(rb.num_frames()) == 2 * steps
+    env.close()

@@ -1,4 +1,5 @@
 """Gymnasium -> TF-Agents environments."""
+
 from tftrpo.envs.gymnasium_env import GymnasiumEnvironment
 from tftrpo.envs.suites import family, load, load_batched
 

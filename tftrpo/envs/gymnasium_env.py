@@ -1,4 +1,5 @@
 """A TF-Agents `PyEnvironment` wrapping a Gymnasium (1.x) environment."""
+
 from typing import Any, Dict, Optional
 
 import gymnasium as gym
@@ -9,130 +10,138 @@ from tf_agents.trajectories import time_step as ts
 
 
 def _bound(values, dtype):
-  """Box bounds as a spec bound: clipped to dtype range, scalar if uniform."""
-  values = np.asarray(values)
-  if np.issubdtype(dtype, np.floating):
-    info = np.finfo(dtype)
-    values = np.clip(values, info.min, info.max)
-  values = values.astype(dtype)
-  if values.size and np.all(values == values.flat[0]):
-    return values.flat[0]
-  return values
+    """Box bounds as a spec bound: clipped to dtype range, scalar if uniform."""
+    values = np.asarray(values)
+    if np.issubdtype(dtype, np.floating):
+        info = np.finfo(dtype)
+        values = np.clip(values, info.min, info.max)
+    values = values.astype(dtype)
+    if values.size and np.all(values == values.flat[0]):
+        return values.flat[0]
+    return values
 
 
 def spec_from_space(space: gym.Space, role: str) -> array_spec.BoundedArraySpec:
-  """Converts a Box/Discrete/MultiDiscrete space; `role` names it in errors."""
-  if isinstance(space, gym.spaces.Box):
-    dtype = np.dtype(space.dtype)
-    if role == 'action' or dtype == np.float64:
-      dtype = np.dtype(np.float32)
-    return array_spec.BoundedArraySpec(
-        space.shape, dtype, _bound(space.low, dtype), _bound(space.high, dtype),
-        name=role)
-  if isinstance(space, gym.spaces.Discrete):
-    start = int(space.start)
-    return array_spec.BoundedArraySpec(
-        (), np.int64, start, start + int(space.n) - 1, name=role)
-  if isinstance(space, gym.spaces.MultiDiscrete):
-    start = np.asarray(space.start, np.int64)
-    return array_spec.BoundedArraySpec(
-        space.shape, np.int64, _bound(start, np.int64),
-        _bound(start + np.asarray(space.nvec, np.int64) - 1, np.int64),
-        name=role)
-  raise TypeError(
-      f'Unsupported gymnasium {role} space {type(space).__name__} ({space!r}): '
-      'GymnasiumEnvironment supports Box, Discrete and MultiDiscrete '
-      f'{role} spaces; flatten or wrap the env first.')
+    """Converts a Box/Discrete/MultiDiscrete space; `role` names it in errors."""
+    if isinstance(space, gym.spaces.Box):
+        dtype = np.dtype(space.dtype)
+        if role == 'action' or dtype == np.float64:
+            dtype = np.dtype(np.float32)
+        return array_spec.BoundedArraySpec(
+            space.shape, dtype, _bound(space.low, dtype), _bound(space.high, dtype), name=role
+        )
+    if isinstance(space, gym.spaces.Discrete):
+        start = int(space.start)
+        return array_spec.BoundedArraySpec((), np.int64, start, start + int(space.n) - 1, name=role)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        start = np.asarray(space.start, np.int64)
+        return array_spec.BoundedArraySpec(
+            space.shape,
+            np.int64,
+            _bound(start, np.int64),
+            _bound(start + np.asarray(space.nvec, np.int64) - 1, np.int64),
+            name=role,
+        )
+    raise TypeError(
+        f'Unsupported gymnasium {role} space {type(space).__name__} ({space!r}): '
+        'GymnasiumEnvironment supports Box, Discrete and MultiDiscrete '
+        f'{role} spaces; flatten or wrap the env first.'
+    )
 
 
 class GymnasiumEnvironment(py_environment.PyEnvironment):
-  """Adapts a `gymnasium.Env` to `PyEnvironment` (auto-resets after LAST).
+    """Adapts a `gymnasium.Env` to `PyEnvironment` (auto-resets after LAST).
 
-  `terminated` -> `ts.termination` (discount 0); `truncated` (and not
-  terminated) -> `ts.truncation` with discount `discount`, so time limits are
-  never bootstrapped as terminal states.
-  """
+    `terminated` -> `ts.termination` (discount 0); `truncated` (and not
+    terminated) -> `ts.truncation` with discount `discount`, so time limits are
+    never bootstrapped as terminal states.
+    """
 
-  def __init__(self, gym_env: gym.Env, discount: float = 1.0,
-               seed: Optional[int] = None, clip_actions: bool = True,
-               render_kwargs: Optional[Dict[str, Any]] = None):
-    super().__init__(handle_auto_reset=True)
-    self._env = gym_env
-    self._discount = np.float32(discount)
-    self._seed = seed
-    self._clip_actions = clip_actions
-    self._render_kwargs = dict(render_kwargs or {})
-    self._observation_spec = spec_from_space(gym_env.observation_space,
-                                             'observation')
-    self._action_spec = spec_from_space(gym_env.action_space, 'action')
-    self._info: Dict[str, Any] = {}
-    space = gym_env.action_space
-    self._discrete = isinstance(space, gym.spaces.Discrete)
-    self._box = isinstance(space, gym.spaces.Box)
+    def __init__(
+        self,
+        gym_env: gym.Env,
+        discount: float = 1.0,
+        seed: Optional[int] = None,
+        clip_actions: bool = True,
+        render_kwargs: Optional[Dict[str, Any]] = None,
+    ):
+        super().__init__(handle_auto_reset=True)
+        self._env = gym_env
+        self._discount = np.float32(discount)
+        self._seed = seed
+        self._clip_actions = clip_actions
+        self._render_kwargs = dict(render_kwargs or {})
+        self._observation_spec = spec_from_space(gym_env.observation_space, 'observation')
+        self._action_spec = spec_from_space(gym_env.action_space, 'action')
+        self._info: Dict[str, Any] = {}
+        space = gym_env.action_space
+        self._discrete = isinstance(space, gym.spaces.Discrete)
+        self._box = isinstance(space, gym.spaces.Box)
 
-  @property
-  def gym_env(self) -> gym.Env:
-    return self._env
+    @property
+    def gym_env(self) -> gym.Env:
+        return self._env
 
-  def observation_spec(self):
-    return self._observation_spec
+    def observation_spec(self):
+        return self._observation_spec
 
-  def action_spec(self):
-    return self._action_spec
+    def action_spec(self):
+        return self._action_spec
 
-  def get_info(self) -> Dict[str, Any]:
-    """The `info` dict from the latest gymnasium `reset`/`step`."""
-    return self._info
+    def get_info(self) -> Dict[str, Any]:
+        """The `info` dict from the latest gymnasium `reset`/`step`."""
+        return self._info
 
-  def seed(self, seed: Optional[int]) -> None:
-    """Sets the seed used by the next reset (later resets continue the RNG)."""
-    self._seed = seed
+    def seed(self, seed: Optional[int]) -> None:
+        """Sets the seed used by the next reset (later resets continue the RNG)."""
+        self._seed = seed
 
-  def _observation(self, obs) -> np.ndarray:
-    return np.array(obs, dtype=self._observation_spec.dtype, copy=True)
+    def _observation(self, obs) -> np.ndarray:
+        return np.array(obs, dtype=self._observation_spec.dtype, copy=True)
 
-  def _reset(self) -> ts.TimeStep:
-    if self._seed is not None:
-      obs, self._info = self._env.reset(seed=self._seed)
-      self._env.action_space.seed(self._seed)
-      self._seed = None
-    else:
-      obs, self._info = self._env.reset()
-    return ts.restart(self._observation(obs))
+    def _reset(self) -> ts.TimeStep:
+        if self._seed is not None:
+            obs, self._info = self._env.reset(seed=self._seed)
+            self._env.action_space.seed(self._seed)
+            self._seed = None
+        else:
+            obs, self._info = self._env.reset()
+        return ts.restart(self._observation(obs))
 
-  def _gym_action(self, action):
-    action = np.asarray(action)
-    if action.shape != self._action_spec.shape:
-      raise ValueError(
-          f'Action shape mismatch: expected {self._action_spec.shape}, got '
-          f'{action.shape} (action spec {self._action_spec}).')
-    space = self._env.action_space
-    if self._discrete:
-      return int(action)
-    if self._box:
-      if self._clip_actions:
-        action = np.clip(action, space.low, space.high)
-      return action.astype(space.dtype)
-    return action.astype(space.dtype)
+    def _gym_action(self, action):
+        action = np.asarray(action)
+        if action.shape != self._action_spec.shape:
+            raise ValueError(
+                f'Action shape mismatch: expected {self._action_spec.shape}, got '
+                f'{action.shape} (action spec {self._action_spec}).'
+            )
+        space = self._env.action_space
+        if self._discrete:
+            return int(action)
+        if self._box:
+            if self._clip_actions:
+                action = np.clip(action, space.low, space.high)
+            return action.astype(space.dtype)
+        return action.astype(space.dtype)
 
-  def _step(self, action) -> ts.TimeStep:
-    obs, reward, terminated, truncated, self._info = self._env.step(
-        self._gym_action(action))
-    obs = self._observation(obs)
-    reward = np.asarray(reward, dtype=np.float32)
-    if terminated:
-      return ts.termination(obs, reward)
-    if truncated:
-      return ts.truncation(obs, reward, self._discount)
-    return ts.transition(obs, reward, self._discount)
+    def _step(self, action) -> ts.TimeStep:
+        obs, reward, terminated, truncated, self._info = self._env.step(self._gym_action(action))
+        obs = self._observation(obs)
+        reward = np.asarray(reward, dtype=np.float32)
+        if terminated:
+            return ts.termination(obs, reward)
+        if truncated:
+            return ts.truncation(obs, reward, self._discount)
+        return ts.transition(obs, reward, self._discount)
 
-  def render(self, mode: str = 'rgb_array'):
-    """Calls `gym_env.render()`; the mode is fixed at `gymnasium.make` time."""
-    if self._env.render_mode is None:
-      raise ValueError('The gymnasium env was made without a render_mode; '
-                       "create it with render_mode='rgb_array'.")
-    del mode
-    return self._env.render(**self._render_kwargs)
+    def render(self, mode: str = 'rgb_array'):
+        """Calls `gym_env.render()`; the mode is fixed at `gymnasium.make` time."""
+        if self._env.render_mode is None:
+            raise ValueError(
+                'The gymnasium env was made without a render_mode; ' "create it with render_mode='rgb_array'."
+            )
+        del mode
+        return self._env.render(**self._render_kwargs)
 
-  def close(self) -> None:
-    self._env.close()
+    def close(self) -> None:
+        self._env.close()
