@@ -367,8 +367,7 @@ def test_max_step_size_closed_form():
             assert 0.5 * beta**2 * (s @ F @ s) == pytest.approx(delta, rel=1e-12)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("delta", [1e-4, 1e-3])
+@pytest.mark.parametrize("seed,delta", [(0, 1e-4), (1, 1e-4), (2, 1e-3)])
 def test_natural_step_of_max_size_has_kl_delta(seed, delta):
     """θ_old + β·F⁻¹g (with s from CG over the library's FVP) has actual mean KL ≈ δ."""
     policy = GaussianPolicy(seed)
@@ -547,3 +546,11 @@ def test_line_search_all_nan_restores():
     assert not bool(result.accepted.numpy())
     assert int(result.backtracks.numpy()) == 3
     assert np.array_equal(x.numpy(), x0)
+
+
+def test_masked_mean_is_the_weighted_average_for_fractional_weights():
+    from tftrpo import natural_gradient as ng
+
+    assert float(ng.masked_mean(tf.constant([2.0]), tf.constant([0.5]))) == pytest.approx(2.0)
+    assert float(ng.masked_mean(tf.constant([2.0, 4.0]), tf.constant([0.25, 0.75]))) == pytest.approx(3.5)
+    assert float(ng.masked_mean(tf.constant([2.0, 4.0]), tf.constant([0.0, 0.0]))) == 0.0

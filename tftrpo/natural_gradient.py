@@ -44,7 +44,7 @@ def unflatten(flat: tf.Tensor, like: Sequence[tf.Variable]) -> List[tf.Tensor]:
 def masked_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     """Σ w·x / Σ w: the sample average Ê[·] over the entries with non-zero weight."""
     weights = tf.cast(weights, values.dtype)
-    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
 
 
 def surrogate_advantage(
