@@ -28,6 +28,17 @@ def progress(run_dir):
         return list(csv.DictReader(f))
 
 
+def tensorboard_tags(logdir):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    tags = set()
+    for name in os.listdir(logdir):
+        acc = event_accumulator.EventAccumulator(str(logdir / name), size_guidance={"tensors": 0})
+        acc.Reload()
+        tags.update(acc.Tags()["tensors"])
+    return tags
+
+
 def test_train_kill_resume_export_and_play(tmp_path):
     run_dir = tmp_path / "runs" / "cp"
     # A long budget, killed once a few iterations are checkpointed.
@@ -61,7 +72,12 @@ def test_train_kill_resume_export_and_play(tmp_path):
     meta = json.loads((export / "tftrpo_run.json").read_text())
     assert meta["env"] == "CartPole-v1" and meta["iterations"] == iterations[-1]
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tensorboard"))
+    tags = tensorboard_tags(run_dir / "tensorboard")
+    for tag in ("Metrics/AverageReturn", "Metrics/AverageEpisodeLength", "Metrics/EvalAverageReturn",
+                "Metrics/StepsPerSecond", "TRPOAgent/TrustRegion/kl", "TRPOAgent/TrustRegion/actual_improvement",
+                "TRPOAgent/TrustRegion/line_search_backtracks", "TRPOAgent/Losses/entropy",
+                "TRPOAgent/Losses/value_loss", "TRPOAgent/Losses/explained_variance"):
+        assert tag in tags, (tag, sorted(tags))
 
     played = cli("play", str(export), "--episodes", "2", cwd=tmp_path)
     assert played.stdout.count("episode ") == 2 and "mean return" in played.stdout

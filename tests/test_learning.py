@@ -50,3 +50,27 @@ def test_cartpole_reaches_475_in_a_plain_tf_agents_loop():
     assert greedy_return >= 475, f"greedy return {greedy_return} after {steps} steps"
     assert max(history) <= 0.02 * 1.0001  # every accepted step stayed in the trust region
     assert np.all(np.isfinite(history))
+
+
+def test_episode_driver_batches_train_within_the_trust_region():
+    """DynamicEpisodeDriver rows (several whole episodes per row, B = 2) train as well."""
+    tf.random.set_seed(1)
+    env = tf_py_environment.TFPyEnvironment(load_batched("CartPole-v1", num_envs=2, seed=3))
+    agent = TRPOAgent(
+        env.time_step_spec(), env.action_spec(),
+        networks.actor_network(env.observation_spec(), env.action_spec()),
+        networks.value_network(env.observation_spec()),
+        tf.keras.optimizers.Adam(1e-3), max_kl=0.01, train_step_counter=tf.Variable(0, dtype=tf.int64),
+    )
+    buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(agent.collect_data_spec, batch_size=2, max_length=2000)
+    driver = dynamic_episode_driver.DynamicEpisodeDriver(
+        env, agent.collect_policy, observers=[buffer.add_batch], num_episodes=6)
+    for _ in range(2):
+        driver.run()
+        experience = buffer.gather_all()
+        buffer.clear()
+        info = agent.train(experience)
+        assert experience.step_type.shape[0] == 2
+        assert not bool(info.extra.step_rejected)
+        assert float(info.extra.kl) <= 0.01 * 1.0001
+        assert int(info.extra.num_samples) < experience.step_type.shape[0] * experience.step_type.shape[1]
