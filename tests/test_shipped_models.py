@@ -27,7 +27,8 @@ def test_shipped_policy_signature_and_returns(export_dir):
     env = load(meta["env"], seed=2024)
     action_fn = load_policy(export_dir)
 
-    inputs = action_fn.structured_input_signature[1]
+    # The signature is called with "0/step_type" etc.; TF reports them sanitised ("arg_0_step_type").
+    inputs = {k.replace("arg_0_", "0/"): v for k, v in action_fn.structured_input_signature[1].items()}
     assert set(inputs) == {"0/step_type", "0/reward", "0/discount", "0/observation"}
     obs_spec = env.observation_spec()
     assert inputs["0/observation"].shape.as_list() == [None, *obs_spec.shape]
