@@ -53,7 +53,7 @@ def sample_with_noise(distribution, uniform):
         return tf.cast(tf.argmax(logits + gumbel, axis=-1), distribution.dtype)
     if isinstance(distribution, (tfp.distributions.MultivariateNormalDiag, tfp.distributions.Normal)):
         mean, stddev = distribution.mean(), distribution.stddev()
-        return mean + stddev * tf.reshape(tfp.math.ndtri(uniform), tf.shape(mean))
+        return mean + stddev * tf.reshape(tf.math.ndtri(uniform), tf.shape(mean))
     raise TypeError(f"vine sampling supports Gaussian and categorical policies, got {type(distribution).__name__}")
 
 
