@@ -20,7 +20,26 @@ without leaking advantages across the episode boundary; hence this module.
 import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 
-__all__ = ["training_mask", "generalized_advantage_estimation"]
+__all__ = ["training_mask", "generalized_advantage_estimation", "discounted_reverse_cumsum"]
+
+
+def discounted_reverse_cumsum(values: tf.Tensor, decays: tf.Tensor) -> tf.Tensor:
+    """y_t = x_t + d_t · y_{t+1} along axis 1 of [B, T] tensors, with y_T = 0.
+
+    The recurrence is associative, (a, d) ∘ (b, e) = (a + d·b, d·e), so a
+    Hillis–Steele scan computes it in ⌈log₂ T⌉ vectorised steps instead of T
+    sequential ones (a `tf.scan` over T = 1024 costs ~10 ms on a CPU).
+    """
+    y = tf.convert_to_tensor(values)
+    d = tf.cast(decays, y.dtype)
+    length = tf.shape(y)[1]
+    shift = tf.constant(1)
+    while shift < length:
+        pad = tf.zeros_like(y[:, :shift])
+        y = y + d * tf.concat([y[:, shift:], pad], axis=1)
+        d = d * tf.concat([d[:, shift:], pad], axis=1)
+        shift *= 2
+    return y
 
 
 def training_mask(step_type: tf.Tensor) -> tf.Tensor:
@@ -60,16 +79,5 @@ def generalized_advantage_estimation(
     deltas = rewards[:, :-1] + gamma * discounts[:, :-1] * next_values - values[:, :-1]
     decay = gamma * lambda_ * episode_continues
 
-    # Reverse-time scan over [T-1, B]: Â_t = δ_t + decay_t · Â_{t+1}.
-    def step(next_advantage, inputs):
-        delta, d = inputs
-        return delta + d * next_advantage
-
-    advantages_tb = tf.scan(
-        step,
-        (tf.transpose(deltas), tf.transpose(decay)),
-        initializer=tf.zeros_like(deltas[:, 0]),
-        reverse=True,
-    )
-    advantages = tf.transpose(advantages_tb)
+    advantages = discounted_reverse_cumsum(deltas, decay)  # Â_t = δ_t + decay_t · Â_{t+1}
     return tf.concat([advantages, tf.zeros_like(values[:, -1:])], axis=1)

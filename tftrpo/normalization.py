@@ -3,6 +3,8 @@ import tensorflow as tf
 from tf_agents.trajectories import time_step as ts
 from tf_agents.utils import tensor_normalizer
 
+from tftrpo.advantages import discounted_reverse_cumsum
+
 __all__ = ["ObservationNormalizer", "RewardNormalizer"]
 
 
@@ -51,14 +53,15 @@ class RewardNormalizer(tf.Module):
         batch_size = tf.shape(rewards)[0]
         carried = self._running_return.value()
         initial = tf.cond(tf.shape(carried)[0] == batch_size, lambda: carried, lambda: tf.zeros([batch_size]))
-        starts = tf.cast(tf.equal(step_types, ts.StepType.FIRST), tf.float32)
-
-        def accumulate(running, inputs):
-            reward, start = inputs
-            return reward + self._gamma * running * (1.0 - start)
-
-        returns = tf.transpose(tf.scan(accumulate, (tf.transpose(rewards), tf.transpose(starts)),
-                                       initializer=initial))
+        continues = 1.0 - tf.cast(tf.equal(step_types, ts.StepType.FIRST), tf.float32)
+        # R_t = r_t + γ·c_t·R_{t−1}, with the carried R entering at t = 0: a reverse
+        # discounted cumsum on the time-reversed batch.
+        rewards_in = tf.concat([rewards[:, :1] + self._gamma * continues[:, :1] * initial[:, None],
+                                rewards[:, 1:]], axis=1)
+        returns = tf.reverse(discounted_reverse_cumsum(
+            tf.reverse(rewards_in, [1]),
+            tf.reverse(tf.concat([tf.zeros_like(continues[:, :1]), self._gamma * continues[:, 1:]], 1), [1])),
+            [1])
         self._running_return.assign(returns[:, -1])
         self._stats.update(tf.boolean_mask(returns, tf.not_equal(step_types, ts.StepType.LAST)))
         return self._stats.normalize(rewards, clip_value=self._clip_value, center_mean=False,
