@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional
 
 import gin
 import tensorflow as tf
+import tensorflow_probability as tfp
 from tf_agents.agents import data_converter, tf_agent
 from tf_agents.agents.ppo import ppo_utils
 from tf_agents.distributions import utils as distribution_utils
@@ -106,6 +107,10 @@ class TRPOAgent(tf_agent.TFAgent):
         discounted return (VecNormalize's scheme; checkpointed with the agent).
       normalize_advantages: standardise Â over each batch.
       entropy_regularization: coefficient of the mean entropy added to L.
+      fisher_vector_product: how F·v (the Hessian of the mean KL times v) is
+        computed: "hessian" differentiates the KL's gradient (double backward);
+        "auto" uses the equal Gauss-Newton form Jᵀ(∇²_p KL)J v, about twice as
+        fast, for Gaussian and categorical policies, and "hessian" otherwise.
       debug_summaries: write histograms (advantages, returns, values, actions).
       summarize_grads_and_vars: write gradient and variable histograms.
       train_step_counter: counter incremented by each `train` call.
@@ -134,6 +139,7 @@ class TRPOAgent(tf_agent.TFAgent):
         normalize_rewards: bool = False,
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
+        fisher_vector_product: str = "auto",
         debug_summaries: bool = False,
         summarize_grads_and_vars: bool = False,
         train_step_counter: Optional[tf.Variable] = None,
@@ -142,6 +148,11 @@ class TRPOAgent(tf_agent.TFAgent):
         tf.Module.__init__(self, name=name or "TRPOAgent")
         if not isinstance(time_step_spec, ts.TimeStep):
             raise TypeError(f"TRPOAgent: time_step_spec must be a TimeStep of specs, got {type(time_step_spec)}.")
+        time_step_spec = tensor_spec.from_spec(time_step_spec)  # also accept py environments' ArraySpecs
+        action_spec = tensor_spec.from_spec(action_spec)
+        if fisher_vector_product not in ("auto", "hessian"):
+            raise ValueError(f"TRPOAgent: fisher_vector_product must be 'auto' or 'hessian', got {fisher_vector_product!r}")
+        self._fisher_method = fisher_vector_product
         self._check_hyperparameters(
             max_kl, cg_iters, cg_damping, line_search_max_backtracks, line_search_shrink,
             accept_ratio, discount_factor, lambda_value, value_train_epochs, value_minibatch_size,
@@ -374,18 +385,24 @@ class TRPOAgent(tf_agent.TFAgent):
         old_log_prob = common.log_probability(old_distribution, actions, self.action_spec)
         entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), mask)
 
+        def distribution_fn():
+            return self.action_distribution(observations, step_types, training=True)
+
+        def kl_of(distribution):
+            return ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]), mask)
+
         def surrogate_and_kl():
-            distribution = self.action_distribution(observations, step_types, training=True)
+            distribution = distribution_fn()
             log_prob = common.log_probability(distribution, actions, self.action_spec)
             surrogate = ng.surrogate_advantage(log_prob, old_log_prob, advantages, mask)
             if self._entropy_regularization:
                 surrogate += self._entropy_regularization * ng.masked_mean(
                     common.entropy(distribution, self.action_spec, outer_rank=2), mask
                 )
-            kl = ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]), mask)
-            return surrogate, kl
+            return surrogate, kl_of(distribution)
 
-        result, surrogate_after, gradient = self._natural_gradient_step(surrogate_and_kl)
+        result, surrogate_after, gradient = self._natural_gradient_step(
+            surrogate_and_kl, distribution_fn, old_distribution, kl_of)
 
         value_loss = self._fit_value_net(observations, step_types, returns, mask)
         explained_variance = _explained_variance(values, returns, mask)
@@ -410,11 +427,12 @@ class TRPOAgent(tf_agent.TFAgent):
         self._write_summaries(extra, gradient, advantages, returns, values, actions, mask)
         return tf_agent.LossInfo(loss=-surrogate_after + value_loss, extra=extra)
 
-    def _natural_gradient_step(self, surrogate_and_kl):
+    def _natural_gradient_step(self, surrogate_and_kl, distribution_fn, old_distribution, kl_of):
         """g, s ≈ F⁻¹g by CG, β = sqrt(2δ/sᵀFs), line search (Section 6, Appendix C).
 
         `surrogate_and_kl()` evaluates (L(θ), D̄_KL(θ_old, θ)) at the actor's current
-        variables. Returns the line-search result, L after the step, and g.
+        variables, `distribution_fn()` is π_θ and `kl_of(π)` the mean KL(π_θold ‖ π).
+        Returns the line-search result, L after the step, and g.
         """
         actor_vars = self._actor_net.trainable_variables
         with tf.GradientTape() as tape:
@@ -422,8 +440,15 @@ class TRPOAgent(tf_agent.TFAgent):
         gradient = ng.flatten(tape.gradient(surrogate_before, actor_vars,
                                             unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
-        def fisher_product(v):
-            return ng.fisher_vector_product(lambda: surrogate_and_kl()[1], actor_vars, v, self._cg_damping)
+        if self._fisher_method == "auto" and _has_tensor_parameters(old_distribution):
+            def fisher_product(v):
+                return ng.gauss_newton_fisher_vector_product(
+                    lambda: _distribution_parameters(distribution_fn()),
+                    lambda params: kl_of(_with_parameters(old_distribution, params)),
+                    actor_vars, v, self._cg_damping)
+        else:
+            def fisher_product(v):
+                return ng.fisher_vector_product(lambda: kl_of(distribution_fn()), actor_vars, v, self._cg_damping)
 
         direction = ng.conjugate_gradient(fisher_product, gradient, self._cg_iters)
         step_size = ng.max_step_size(direction, fisher_product(direction), self._max_kl)
@@ -468,18 +493,24 @@ class TRPOAgent(tf_agent.TFAgent):
         old_log_prob = branch_log_prob(old_distribution)
         entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), state_mask)
 
+        def distribution_fn():
+            return self.action_distribution(observations, step_types, training=True)
+
+        def kl_of(distribution):
+            return ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]),
+                              state_mask)
+
         def surrogate_and_kl():
-            distribution = self.action_distribution(observations, step_types, training=True)
+            distribution = distribution_fn()
             surrogate = ng.vine_surrogate(branch_log_prob(distribution), old_log_prob, advantages,
                                           experience.all_actions)
             if self._entropy_regularization:
                 surrogate += self._entropy_regularization * ng.masked_mean(
                     common.entropy(distribution, self.action_spec, outer_rank=2), state_mask)
-            kl = ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]),
-                            state_mask)
-            return surrogate, kl
+            return surrogate, kl_of(distribution)
 
-        result, surrogate_after, gradient = self._natural_gradient_step(surrogate_and_kl)
+        result, surrogate_after, gradient = self._natural_gradient_step(
+            surrogate_and_kl, distribution_fn, old_distribution, kl_of)
         if self._observation_normalizer is not None:
             self._observation_normalizer.update(experience.observation, outer_dims=[0])
         self.train_step_counter.assign_add(1)
@@ -551,6 +582,27 @@ class TRPOAgent(tf_agent.TFAgent):
             if self.summarize_grads_and_vars:
                 for var in self._actor_net.trainable_variables + self._value_net.trainable_variables:
                     tf.summary.histogram(f"Variables/{var.name.replace(':', '_')}", var, step=step)
+
+
+_TENSOR_PARAMETER_DISTRIBUTIONS = (
+    tfp.distributions.MultivariateNormalDiag, tfp.distributions.Normal, tfp.distributions.Categorical)
+
+
+def _has_tensor_parameters(distribution) -> bool:
+    """Whether every leaf is a family whose parameters are plain tensors (Gauss-Newton FVP)."""
+    return all(type(d) in _TENSOR_PARAMETER_DISTRIBUTIONS for d in tf.nest.flatten(distribution))
+
+
+def _distribution_parameters(distribution):
+    """The floating-point tensor parameters of each leaf distribution (loc, scale_diag, logits)."""
+    return [{k: v for k, v in d.parameters.items() if tf.is_tensor(v) and v.dtype.is_floating}
+            for d in tf.nest.flatten(distribution)]
+
+
+def _with_parameters(distribution, params):
+    """`distribution` with its tensor parameters replaced by `params`."""
+    leaves = [d.copy(**p) for d, p in zip(tf.nest.flatten(distribution), params)]
+    return tf.nest.pack_sequence_as(distribution, leaves)
 
 
 _SUMMARY_GROUPS = (

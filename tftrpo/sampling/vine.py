@@ -129,6 +129,7 @@ class VineCollector:
             time_step_spec, tf.TensorSpec([None, self._noise_size], tf.float32)))
         self._time_step = self._trunk_env.reset()
         self._recent = collections.deque(maxlen=20)
+        self._episode_return, self._episode_length = 0.0, 0  # the trunk's current episode
 
     def recent_episodes(self):
         """(mean return, mean length) of the trunk's last finished episodes (0, 0 before any)."""
@@ -158,8 +159,8 @@ class VineCollector:
         """Steps the trunk; returns the snapshots and observations of the rollout set."""
         chosen = set(self._rng.choice(self._trunk_steps, size=self._num_states, replace=False).tolist())
         snapshots, observations, pending = [], [], 0
-        episode_return, episode_length = 0.0, 0
-        for t in range(self._trunk_steps):
+        t = 0
+        while t < self._trunk_steps or pending:  # states chosen at the very end extend the trunk
             if t in chosen:
                 pending += 1
             if pending and not self._time_step.is_last():
@@ -169,20 +170,14 @@ class VineCollector:
             action = self._act([self._time_step], self._uniform(1))[0]
             self._time_step = self._trunk_env.step(action)
             stats.trunk_steps += 1
+            t += 1
             if not self._time_step.is_first():
-                episode_return += float(self._time_step.reward)
-                episode_length += 1
+                self._episode_return += float(self._time_step.reward)
+                self._episode_length += 1
             if self._time_step.is_last():
-                stats.episode_returns.append(episode_return)
-                stats.episode_lengths.append(episode_length)
-                episode_return, episode_length = 0.0, 0
-        while pending:  # states chosen at the trunk's very end: extend it
-            if not self._time_step.is_last():
-                snapshots.append(env_state.snapshot(self._trunk_env))
-                observations.append(np.array(self._time_step.observation))
-                pending -= 1
-            self._time_step = self._trunk_env.step(self._act([self._time_step], self._uniform(1))[0])
-            stats.trunk_steps += 1
+                stats.episode_returns.append(self._episode_return)
+                stats.episode_lengths.append(self._episode_length)
+                self._episode_return, self._episode_length = 0.0, 0
         return snapshots, np.stack(observations)
 
     # --------------------------------------------------------------- branches
