@@ -588,3 +588,14 @@ def test_gauss_newton_product_equals_hessian_of_mean_kl(kind):
         hessian = ng.fisher_vector_product(lambda: kl_of_params(params()), variables, v, damping=0.1)
         gauss_newton = ng.gauss_newton_fisher_vector_product(params, kl_of_params, variables, v, damping=0.1)
         np.testing.assert_allclose(gauss_newton.numpy(), hessian.numpy(), rtol=2e-4, atol=2e-5)
+
+
+def test_conjugate_gradient_residual_gives_the_matrix_product():
+    """CG's running residual r = b − A x, so xᵀA x = xᵀ(b − r) without another product."""
+    rng = np.random.default_rng(11)
+    m = rng.normal(size=(20, 20))
+    a = tf.constant(m @ m.T + 0.5 * np.eye(20), tf.float64)
+    b = tf.constant(rng.normal(size=20), tf.float64)
+    for iterations in (3, 8, 20):
+        x, r = ng.conjugate_gradient(lambda v: tf.linalg.matvec(a, v), b, iterations, return_residual=True)
+        np.testing.assert_allclose((b - r).numpy(), tf.linalg.matvec(a, x).numpy(), rtol=1e-8, atol=1e-8)

@@ -450,8 +450,8 @@ class TRPOAgent(tf_agent.TFAgent):
             def fisher_product(v):
                 return ng.fisher_vector_product(lambda: kl_of(distribution_fn()), actor_vars, v, self._cg_damping)
 
-        direction = ng.conjugate_gradient(fisher_product, gradient, self._cg_iters)
-        step_size = ng.max_step_size(direction, fisher_product(direction), self._max_kl)
+        direction, residual = ng.conjugate_gradient(fisher_product, gradient, self._cg_iters, return_residual=True)
+        step_size = ng.max_step_size(direction, gradient - residual, self._max_kl)  # F s = g − r
         full_step = step_size * direction
         expected_full = tf.tensordot(gradient, full_step, 1)
         usable = tf.logical_and(tf.math.is_finite(step_size), expected_full > 0.0)
