@@ -128,11 +128,15 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         obs, reward, terminated, truncated, self._info = self._env.step(self._gym_action(action))
         obs = self._observation(obs)
         reward = np.asarray(reward, dtype=np.float32)
+        # What ts.termination / ts.truncation / ts.transition return, built directly: their
+        # tf.is_tensor checks cost ~40 µs a step, a sixth of a MuJoCo step.
         if terminated:
-            return ts.termination(obs, reward)
-        if truncated:
-            return ts.truncation(obs, reward, self._discount)
-        return ts.transition(obs, reward, self._discount)
+            step_type, discount = ts.StepType.LAST, 0.0
+        elif truncated:
+            step_type, discount = ts.StepType.LAST, self._discount
+        else:
+            step_type, discount = ts.StepType.MID, self._discount
+        return ts.TimeStep(np.asarray(step_type, np.int32), reward, np.asarray(discount, np.float32), obs)
 
     def render(self, mode: str = 'rgb_array'):
         """Calls `gym_env.render()`; the mode is fixed at `gymnasium.make` time."""
