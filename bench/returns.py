@@ -1,0 +1,136 @@
+"""Returns after 1M steps, tftrpo vs sb3-contrib TRPO, rl-zoo3 MuJoCo settings (issue 5, item 4).
+
+    python bench/returns.py                                    # all 4 tasks x 3 seeds x 2 libraries
+    python bench/returns.py --envs Hopper-v5 --seeds 0         # a part of it
+    python bench/returns.py --report                           # only rebuild the table and plot
+
+Each run is written to bench/results/returns/<library>-<env>-seed<seed>.json as soon as it ends
+and skipped when the script runs again, so the full table (hours on 2 cores) can be finished
+across sessions. Both libraries: 2 envs x 1024 steps per iteration, observation and reward
+normalisation, CG 25, damping 0.1, 20 critic epochs, delta 0.01 (HalfCheetah 0.04), gamma 0.99
+(Swimmer 0.9999), one thread; the final score is a 20-episode greedy evaluation.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "results", "returns")
+ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
+TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
+             "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
+             "sys.exit(main(sys.argv[1:]))")
+TF_EVAL = ("import sys, json, numpy as np; from tftrpo.play import load_policy, run_episodes; "
+           "from tftrpo.envs import load; r = run_episodes(load_policy(sys.argv[1]), load(sys.argv[2], seed=int(sys.argv[3])), 20); "
+           "print(json.dumps(r))")
+
+
+def run_tftrpo(env_id, seed, steps, python):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
+               "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress"]
+        subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True)
+        evaluation = subprocess.run([python, "-c", TF_EVAL, os.path.join(tmp, "export"), env_id, str(seed + 10_000)],
+                                    cwd=tmp, env=env, check=True, capture_output=True, text=True)
+        returns = json.loads(evaluation.stdout.strip().splitlines()[-1])
+        sys.path.insert(0, REPO)
+        from tftrpo.plotting import read_progress
+
+        rows = read_progress(os.path.join(tmp, "run", "progress.csv"))
+        with open(os.path.join(tmp, "export", "tftrpo_run.json")) as f:
+            meta = json.load(f)
+    return {"library": "tftrpo", "env": env_id, "seed": seed, "steps": steps, "config": meta["config"],
+            "train_time_s": meta["wall_time_s"], "eval_returns": returns,
+            "final_eval_mean": float(np.mean(returns)), "final_eval_std": float(np.std(returns)),
+            "curve": [[r["env_steps"], r["train_return"]] for r in rows]}
+
+
+def run_one(library, env_id, seed, steps, tf_python, sb3_python):
+    path = os.path.join(OUT, f"{library}-{env_id}-seed{seed}.json")
+    if os.path.exists(path):
+        return
+    os.makedirs(OUT, exist_ok=True)
+    if library == "tftrpo":
+        result = run_tftrpo(env_id, seed, steps, tf_python)
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+    else:
+        subprocess.run([sb3_python, os.path.join(HERE, "workers", "sb3_returns_worker.py"), env_id, str(seed),
+                        str(steps), path], check=True, capture_output=True, text=True)
+    with open(path) as f:
+        result = json.load(f)
+    print(f"{library:>11s} {env_id:>14s} seed {seed}: {result['final_eval_mean']:8.1f} ± {result['final_eval_std']:6.1f} "
+          f"({result['train_time_s']} s)", flush=True)
+
+
+def report():
+    runs = []
+    for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
+        with open(os.path.join(OUT, name)) as f:
+            runs.append(json.load(f))
+    table = {}
+    for r in runs:
+        table.setdefault(r["env"], {}).setdefault(r["library"], []).append(r["final_eval_mean"])
+    summary = {env: {lib: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
+                     for lib, v in libs.items()} for env, libs in table.items()}
+    with open(os.path.join(os.path.dirname(OUT), "returns.json"), "w") as f:
+        json.dump({"what": "final 20-episode greedy evaluation after training, rl-zoo3 MuJoCo settings",
+                   "summary": summary, "runs": runs}, f, indent=1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted(table)
+    if envs:
+        fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
+        for ax, env_id in zip(axes[0], envs):
+            for r in (x for x in runs if x["env"] == env_id):
+                curve = np.array(r["curve"], dtype=float)
+                if len(curve):
+                    ax.plot(curve[:, 0], curve[:, 1], color="tab:orange" if r["library"] == "tftrpo" else "tab:blue",
+                            label=f"{r['library']} seed {r['seed']}")
+            ax.set_title(env_id)
+            ax.set_xlabel("environment steps")
+            ax.set_ylabel("training episode return")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
+        plt.close(fig)
+    for env_id, libs in summary.items():
+        for lib, s in libs.items():
+            print(f"{env_id:>14s} {lib:>11s}: {s['mean']:8.1f} ± {s['std']:6.1f} over {s['seeds']} seed(s)")
+
+
+def main():
+    global OUT
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=ENVS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--tf-python", default=os.environ.get("TFTRPO_BENCH_TF_PYTHON", sys.executable))
+    parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
+    parser.add_argument("--report", action="store_true", help="only rebuild the table and plot")
+    parser.add_argument("--out", default=OUT, help="where each run's JSON goes")
+    args = parser.parse_args()
+    OUT = args.out
+    if not args.report:
+        jobs = [(lib, e, s) for e in args.envs for s in args.seeds for lib in ("tftrpo", "sb3")]
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+            for future in [pool.submit(run_one, *job, args.steps, args.tf_python, args.sb3_python) for job in jobs]:
+                future.result()
+    report()
+
+
+if __name__ == "__main__":
+    main()
