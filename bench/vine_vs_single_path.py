@@ -112,7 +112,11 @@ def main():
     jobs = [(e, s, seed, args.steps or default_steps.get(e, 300_000), extra.get(e, []))
             for e in envs for seed in args.seeds for s in ("single_path", "vine")]
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(lambda job: run_one(*job), jobs))
+        list(pool.map(lambda job: run_one(*job), jobs))
+    results = []  # every finished run so far, from this and earlier invocations
+    for name in sorted(os.listdir(os.path.join(RESULTS, "vine"))):
+        with open(os.path.join(RESULTS, "vine", name)) as f:
+            results.append(json.load(f))
     summary = summarize(results)
     out = {"what": "vine vs single-path TRPO at equal simulator steps; greedy evaluation returns",
            "machine": f"{os.cpu_count()} cores", "summary": summary, "runs": results}
