@@ -39,7 +39,7 @@ and times, per iteration after warm-up: `collector.collect()`, `agent.train()`, 
 checkpoint save, and, for the same 2048 env steps, the batched Python env stepped with
 random numpy actions and the TF-Agents driver with a `RandomTFPolicy` (no buffer).
 
-  python bench/throughput.py              # 3 rounds × 30k steps per side, ~8-12 min
+  python bench/throughput.py              # 4 rounds × 30k steps per side, ~8-10 min
   python bench/throughput.py --quick      # 1 round × 6k steps, ~2 min smoke run
 """
 import argparse
@@ -429,7 +429,8 @@ def main(argv=None):
         argv, cli_rest = argv[:i], argv[i + 1:]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round × 6k steps, short profile")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating rounds (default 4: A B, B A, A B, B A; quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="env steps per training run (default 30000, quick 6000)")
     parser.add_argument("--raw-steps", type=int, default=None, help="env steps per raw-stepping measurement (8192, quick 2048)")
     parser.add_argument("--profile-iterations", type=int, default=None, help="timed iterations of the profile (10, quick 3)")
@@ -458,7 +459,7 @@ def main(argv=None):
 
 
 def orchestrate(args):
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 4)
     steps = args.steps or (6000 if args.quick else 30000)
     raw_steps = args.raw_steps or (2048 if args.quick else 8192)
     prof_iters = args.profile_iterations or (3 if args.quick else 10)
@@ -546,6 +547,7 @@ def build_payload(args, name, machine, tftrpo_path, steps, raw_steps, rounds, ru
             "process_wall_s": S([r["process_wall_s"] for r in rs]),
             "loop_wall_s": S([r["loop_wall_s"] for r in rs]),
             "first_iteration_s": S([r["first_iteration_s"] for r in rs]),
+            "outside_loop_s": S([r["process_wall_s"] - r["loop_wall_s"] for r in rs]),
             "peak_rss_mib": S([r["peak_rss_mib"] for r in rs]),
             "cpu_over_wall": S([r["cpu_over_wall"] for r in rs]),
         }
@@ -578,7 +580,7 @@ def build_payload(args, name, machine, tftrpo_path, steps, raw_steps, rounds, ru
                                              "measured": ratios["tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians"],
                                              "met": ratios["tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians"] >= 0.5},
     }
-    breakdown = _breakdown(profile, summary) if profile else None
+    breakdown = _breakdown(profile, summary, raw) if profile else None
     versions = {"tftrpo": runs["tftrpo"][0]["launcher"] if runs["tftrpo"] else None,
                 "sb3": runs["sb3"][0]["versions"] if runs["sb3"] else None,
                 "step_workers": {k: v.get("versions") for k, v in step_setup.items()}}
@@ -618,25 +620,36 @@ def build_payload(args, name, machine, tftrpo_path, steps, raw_steps, rounds, ru
     }
 
 
-def _breakdown(profile, summary):
+def _breakdown(profile, summary, raw):
     p = {k: 1e3 * _median(v) for k, v in profile["parts_seconds"].items()}
     collect, train = p["collect_s"], p["train_s"]
     n = profile["env_steps_per_iteration"]
     cli_iter_ms = 1e3 * n / summary["tftrpo"]["steady_steps_per_second"]["median"]
+    gym_ms, py_ms, drv_ms = p["gym_stepping_s"], p["py_env_stepping_s"], p["driver_random_policy_s"]
+    sb3_collect = summary["sb3"]["median_collect_ms"].get("median")
+    sb3_env_ms = 1e3 * n / raw["sb3:sb3_dummy_vec_env"]["median"]
     return {
+        "env_steps_per_iteration": n,
         "tftrpo_profiled_median_ms": {
             "collect": collect, "train": train, "checkpoint_save": p["checkpoint_s"],
-            "py_env_stepping_same_steps": p["py_env_stepping_s"],
-            "tfagents_driver_random_policy_same_steps": p["driver_random_policy_s"]},
+            "gym_raw_stepping_same_steps": gym_ms, "tftrpo_py_batched_env_same_steps": py_ms,
+            "tfagents_driver_random_policy_same_steps": drv_ms},
+        # collection = raw gym + tftrpo's Python env layer + TF-Agents' TFPyEnvironment/driver
+        #              + policy network / replay buffer / metrics (differences of medians)
+        "tftrpo_collect_decomposition_ms": {
+            "gymnasium_mujoco_stepping": gym_ms, "tftrpo_python_env_layer": py_ms - gym_ms,
+            "tfagents_tf_env_and_driver": drv_ms - py_ms, "policy_network_buffer_metrics": collect - drv_ms},
+        "tftrpo_env_stepping_share_of_collect_raw_gym": gym_ms / collect,
+        "tftrpo_env_stepping_share_of_collect_py_batched_env": py_ms / collect,
+        "tftrpo_random_driver_share_of_collect": drv_ms / collect,
         "tftrpo_collect_share_of_collect_plus_train": collect / (collect + train),
-        "tftrpo_env_stepping_share_of_collect": p["py_env_stepping_s"] / collect,
-        "tftrpo_random_driver_share_of_collect": p["driver_random_policy_s"] / collect,
         "tftrpo_profiled_steps_per_second_collect_plus_train": n / ((collect + train) / 1e3),
         "tftrpo_cli_iteration_ms_from_steady_median": cli_iter_ms,
         "tftrpo_cli_other_ms": cli_iter_ms - collect - train,
-        "sb3_median_collect_ms": summary["sb3"]["median_collect_ms"].get("median"),
+        "sb3_median_collect_ms": sb3_collect,
         "sb3_median_train_ms": summary["sb3"]["median_train_ms"].get("median"),
-        "env_steps_per_iteration": n,
+        "sb3_dummy_vec_env_stepping_ms_same_steps_from_raw": sb3_env_ms,
+        "sb3_env_stepping_share_of_collect": sb3_env_ms / sb3_collect if sb3_collect else None,
     }
 
 
@@ -647,53 +660,69 @@ def plot(path, payload):
     import matplotlib.pyplot as plt
 
     rounds = payload["rounds"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [1, 1.3]})
     ax = axes[0]
     xs = [e["round"] + 1 for e in rounds]
     for lib, marker in (("tftrpo", "o"), ("sb3", "s")):
         ax.plot(xs, [e[lib]["steady_steps_per_second"] for e in rounds], marker=marker, label=f"{lib} training")
     raw_tf = [_median([e["raw_before"]["tftrpo:gym_single"], e["raw_after"]["tftrpo:gym_single"]]) for e in rounds]
-    ax.plot(xs, raw_tf, "k--", marker="^", alpha=0.6, label="raw gym, random actions (tftrpo venv)")
+    ax.plot(xs, raw_tf, "k--", marker="^", alpha=0.6, label="raw gym.make, random actions (tftrpo venv)")
     raw_drv = [_median([e["raw_before"]["tftrpo:tfagents_driver"], e["raw_after"]["tftrpo:tfagents_driver"]])
                for e in rounds]
     ax.plot(xs, raw_drv, ":", color="grey", marker="v", label="TF-Agents driver, random policy")
     ax.set_xticks(xs)
     ax.set_xlabel("round")
-    ax.set_ylabel("env steps / s (steady, iterations 3..end)")
+    ax.set_ylabel(f"env steps / s (steady: iterations {SKIP_ITERATIONS + 1}..end)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     rt = payload["ratios"]
     s = payload["summary"]
-    ax.set_title(f"training steps/s: tftrpo/sb3 = {rt['tftrpo_over_sb3_steady_of_medians']:.2f}, "
-                 f"tftrpo/raw gym = {rt['tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians']:.2f}\n"
-                 f"peak RSS tftrpo {s['tftrpo']['peak_rss_mib']['median']:.0f} MiB, "
+    ax.set_title(f"training: tftrpo/sb3 = {rt['tftrpo_over_sb3_steady_of_medians']:.2f}, "
+                 f"tftrpo/raw gym = {rt['tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians']:.2f} (medians)\n"
+                 f"peak RSS: tftrpo {s['tftrpo']['peak_rss_mib']['median']:.0f} MiB, "
                  f"sb3 {s['sb3']['peak_rss_mib']['median']:.0f} MiB", fontsize=9)
     ax = axes[1]
     b = payload["breakdown"]
     if b:
+        d = b["tftrpo_collect_decomposition_ms"]
         t = b["tftrpo_profiled_median_ms"]
-        env_ms = t["py_env_stepping_same_steps"]
-        segs_tf = [("env stepping (py, random)", env_ms, "tab:green"),
-                   ("rest of collection", t["collect"] - env_ms, "tab:olive"),
+        sb3_env = b["sb3_dummy_vec_env_stepping_ms_same_steps_from_raw"]
+        segs_tf = [("gymnasium/MuJoCo stepping", d["gymnasium_mujoco_stepping"], "tab:green"),
+                   ("env wrappers (tftrpo py env / sb3 DummyVecEnv)", d["tftrpo_python_env_layer"], "yellowgreen"),
+                   ("TF-Agents TF env + driver", d["tfagents_tf_env_and_driver"], "tab:olive"),
+                   ("policy net, buffer, metrics", d["policy_network_buffer_metrics"], "tab:orange"),
                    ("train", t["train"], "tab:blue"),
-                   ("CLI other (ckpt, logs)", max(0.0, b["tftrpo_cli_other_ms"]), "tab:grey")]
-        segs_sb = [("collect (sb3)", b["sb3_median_collect_ms"] or 0, "tab:olive"),
-                   ("train (sb3)", b["sb3_median_train_ms"] or 0, "tab:blue")]
+                   ("checkpoint save (CLI does it every iteration)", t["checkpoint_save"], "tab:grey")]
+        gym_sb3 = 1e3 * b["env_steps_per_iteration"] / payload["raw_stepping_steps_per_second"]["sb3:gym_single"]["median"]
+        segs_sb = [("gymnasium/MuJoCo stepping", gym_sb3, "tab:green"),
+                   ("env wrappers (tftrpo py env / sb3 DummyVecEnv)", max(0.0, sb3_env - gym_sb3), "yellowgreen"),
+                   ("policy net, buffer, metrics", (b["sb3_median_collect_ms"] or 0) - max(sb3_env, gym_sb3),
+                    "tab:orange"),
+                   ("train", b["sb3_median_train_ms"] or 0, "tab:blue")]
+        seen = set()
         for y, segs in ((1, segs_tf), (0, segs_sb)):
             left = 0.0
+            total = sum(max(0.0, x[1]) for x in segs)
             for label, w, color in segs:
-                ax.barh(y, w, left=left, color=color, edgecolor="white", label=label if y == 1 or "sb3" not in label
-                        else None)
-                if w > 0.06 * sum(x[1] for x in segs):
-                    ax.text(left + w / 2, y, f"{w:.0f}", ha="center", va="center", fontsize=8, color="white")
+                w = max(0.0, w)
+                ax.barh(y, w, left=left, color=color, edgecolor="white", height=0.6,
+                        label=None if label in seen else label)
+                seen.add(label)
+                if w > 0.05 * total:
+                    ax.text(left + w / 2, y, f"{w:.0f}", ha="center", va="center", fontsize=8)
                 left += w
+            ax.text(left, y, f" {left:.0f} ms", va="center", fontsize=8)
         ax.set_yticks([0, 1])
-        ax.set_yticklabels(["sb3-contrib\n(callback stamps)", "tftrpo\n(profiled + CLI)"])
-        ax.set_xlabel(f"ms per iteration ({b['env_steps_per_iteration']} env steps)")
-        ax.legend(fontsize=8, loc="lower right")
-        ax.set_title(f"where an iteration goes (medians): env stepping = "
-                     f"{100 * b['tftrpo_env_stepping_share_of_collect']:.0f}% of tftrpo's collection", fontsize=9)
+        ax.set_yticklabels(["sb3-contrib\n(callback stamps;\nenv from raw runs)", "tftrpo\n(profiled run\n+ CLI rounds)"],
+                           fontsize=8)
+        ax.set_ylim(-0.6, 2.3)
+        ax.set_xlabel(f"ms per iteration ({b['env_steps_per_iteration']} env steps), medians")
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        ax.set_title(f"where an iteration goes: raw env stepping = "
+                     f"{100 * b['tftrpo_env_stepping_share_of_collect_raw_gym']:.0f}% of tftrpo's collection "
+                     f"({100 * b['tftrpo_env_stepping_share_of_collect_py_batched_env']:.0f}% with its py env layer)",
+                     fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     v = payload["versions"]
     fig.suptitle(f"End-to-end TRPO training throughput, {ENV_ID}, rl-zoo3 settings, 1 thread: tftrpo "
