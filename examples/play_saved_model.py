@@ -1,6 +1,6 @@
 """Run an exported tftrpo policy with plain TensorFlow and Gymnasium: no tftrpo import.
 
-    python examples/play_saved_model.py savedmodels/InvertedPendulum-v5-seed0 InvertedPendulum-v5
+    python examples/play_saved_model.py savedmodels/InvertedPendulum-v5-shipped InvertedPendulum-v5
 
 This is what a deployment does: load the PolicySaver SavedModel, feed it raw observations
 through its `action` signature (the observation normaliser is inside), step the env.

@@ -16,8 +16,8 @@ SHIPPED = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(REPO, "saved
 
 def test_the_default_task_and_hopper_are_shipped():
     names = {os.path.basename(p) for p in SHIPPED}
-    assert "InvertedPendulum-v5-seed0" in names
-    assert "Hopper-v5-seed0" in names
+    assert "InvertedPendulum-v5-shipped" in names
+    assert "Hopper-v5-shipped" in names
 
 
 @pytest.mark.parametrize("export_dir", SHIPPED, ids=os.path.basename)
@@ -58,3 +58,12 @@ def _random_returns(env_id, episodes):
                 break
         returns.append(total)
     return returns
+
+
+def test_the_default_run_does_not_collide_with_a_shipped_policy():
+    """`tftrpo-train` with no arguments exports to savedmodels/<env>-seed0: that must not be shipped."""
+    from tftrpo import presets
+
+    default_export = os.path.join(REPO, "savedmodels", f"{presets.DEFAULT_ENV}-seed0")
+    assert not os.path.exists(default_export)
+    assert all(os.path.basename(p).endswith("-shipped") for p in SHIPPED)

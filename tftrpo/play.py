@@ -1,7 +1,7 @@
 """tftrpo-play: run an exported policy (a PolicySaver SavedModel) in its environment.
 
-    tftrpo-play savedmodels/InvertedPendulum-v5-seed0 --episodes 5
-    tftrpo-play savedmodels/Hopper-v5-seed0 --episodes 1 --video hopper.gif
+    tftrpo-play savedmodels/InvertedPendulum-v5-shipped --episodes 5
+    tftrpo-play savedmodels/Hopper-v5-shipped --episodes 1 --video hopper.gif
 
 The policy is loaded with plain TensorFlow through its `action` signature, as a
 deployment would; tftrpo only provides the Gymnasium environment. The env id is
