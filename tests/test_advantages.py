@@ -169,7 +169,7 @@ def test_training_mask_hand_example():
     np.testing.assert_array_equal(adv_lib.training_mask(tf.constant(step_type)).numpy(), expected)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.5), (0.97, 1.0), (0.8, 0.0)])
 def test_gae_matches_numpy_backward_loop(seed, gamma, lam):
     step_type, next_step_type, discount, reward, values = random_batch(seed, B=5, T=40)
