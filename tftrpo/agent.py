@@ -110,7 +110,8 @@ class TRPOAgent(tf_agent.TFAgent):
       fisher_vector_product: how F·v (the Hessian of the mean KL times v) is
         computed: "hessian" differentiates the KL's gradient (double backward);
         "auto" uses the equal Gauss-Newton form Jᵀ(∇²_p KL)J v, about twice as
-        fast, for Gaussian and categorical policies, and "hessian" otherwise.
+        fast, for feed-forward Gaussian and categorical policies, and "hessian"
+        otherwise (recurrent actors, other distributions).
       debug_summaries: write histograms (advantages, returns, values, actions).
       summarize_grads_and_vars: write gradient and variable histograms.
       train_step_counter: counter incremented by each `train` call.
@@ -440,7 +441,10 @@ class TRPOAgent(tf_agent.TFAgent):
         gradient = ng.flatten(tape.gradient(surrogate_before, actor_vars,
                                             unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
-        if self._fisher_method == "auto" and _has_tensor_parameters(old_distribution):
+        # Forward-mode J·v does not pass through recurrent unrolls: RNN actors use the Hessian form.
+        gauss_newton = (self._fisher_method == "auto" and not self._actor_net.state_spec
+                        and _has_tensor_parameters(old_distribution))
+        if gauss_newton:
             def fisher_product(v):
                 return ng.gauss_newton_fisher_vector_product(
                     lambda: _distribution_parameters(distribution_fn()),
