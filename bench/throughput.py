@@ -187,8 +187,9 @@ def worker_tftrpo_profile(args):
     from tf_agents.utils import common as tfa_common
 
     import tftrpo
-    from tftrpo import TRPOAgent, networks, presets
+    from tftrpo import presets
     from tftrpo.envs import load_batched
+    from tftrpo.train import make_agent
     from tftrpo.sampling.single_path import SinglePathCollector
 
     config = presets.preset(ENV_ID)
@@ -196,15 +197,8 @@ def worker_tftrpo_profile(args):
     tf.random.set_seed(seed)
     np.random.seed(seed)
     env = tf_py_environment.TFPyEnvironment(load_batched(ENV_ID, num_envs=config.num_envs, seed=seed))
-    activation = getattr(tf.keras.activations, config.activation)
-    obs_spec, action_spec = env.observation_spec(), env.action_spec()
-    actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
-                                       activation_fn=activation)
-    value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
     train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
-    agent = TRPOAgent(env.time_step_spec(), action_spec, actor_net, value_net,
-                      tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
-                      **config.agent_kwargs())
+    agent = make_agent(config, env, train_step)  # exactly the CLI's agent
     collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env)
     steps = collector.simulator_steps_per_collect
     ckpt_dir = tempfile.mkdtemp(prefix="tftrpo-throughput-ckpt-")
@@ -257,9 +251,8 @@ def worker_tftrpo_profile(args):
         state["ts"] = ts
         return time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    warm = []
-    for _ in range(args.warmup):
+    def iteration():
+        """One CLI-like iteration: collect, train, checkpoint; (seconds of each, the LossInfo)."""
         a = time.perf_counter()
         exp = collector.collect()
         b = time.perf_counter()
@@ -267,7 +260,10 @@ def worker_tftrpo_profile(args):
         float(info.loss)
         c = time.perf_counter()
         checkpointer.save(train_step)
-        warm.append({"collect_s": b - a, "train_s": c - b, "checkpoint_s": time.perf_counter() - c})
+        return {"collect_s": b - a, "train_s": c - b, "checkpoint_s": time.perf_counter() - c}, info
+
+    t0 = time.perf_counter()
+    warm = [iteration()[0] for _ in range(args.warmup)]
     driver_random()  # trace
     py_stepping()
     gym_stepping()
@@ -277,17 +273,9 @@ def worker_tftrpo_profile(args):
                              "driver_random_policy_s")}
     extras = []
     for _ in range(args.iterations):
-        a = time.perf_counter()
-        exp = collector.collect()
-        b = time.perf_counter()
-        info = agent.train(exp)
-        float(info.loss)
-        c = time.perf_counter()
-        checkpointer.save(train_step)
-        d = time.perf_counter()
-        parts["collect_s"].append(b - a)
-        parts["train_s"].append(c - b)
-        parts["checkpoint_s"].append(d - c)
+        seconds, info = iteration()
+        for key, value in seconds.items():
+            parts[key].append(value)
         parts["gym_stepping_s"].append(gym_stepping())
         parts["py_env_stepping_s"].append(py_stepping())
         parts["driver_random_policy_s"].append(driver_random())

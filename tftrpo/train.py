@@ -130,6 +130,22 @@ def _check_env_id(env_id):
 
 
 # ---------------------------------------------------------------------- train
+def make_agent(config: presets.TRPOConfig, tf_env, train_step):
+    """The TRPOAgent a run of `config` trains on `tf_env`: the preset's networks and settings."""
+    import tensorflow as tf
+
+    from tftrpo import TRPOAgent, networks
+
+    activation = getattr(tf.keras.activations, config.activation)
+    obs_spec, action_spec = tf_env.observation_spec(), tf_env.action_spec()
+    actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
+                                       activation_fn=activation)
+    value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
+    return TRPOAgent(tf_env.time_step_spec(), action_spec, actor_net, value_net,
+                     tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
+                     **config.agent_kwargs())
+
+
 def run(args) -> dict:
     env_id, seed, sampling, config, run_dir, export_dir = _resolve_run(args)
     _check_positive(config)
@@ -142,7 +158,6 @@ def run(args) -> dict:
     from tf_agents.policies import policy_saver
     from tf_agents.utils import common
 
-    from tftrpo import TRPOAgent, networks
     from tftrpo.envs import load, load_batched
     from tftrpo.plotting import plot_learning_curve
     from tftrpo.sampling import env_state
@@ -162,16 +177,10 @@ def run(args) -> dict:
         eval_env = tf_py_environment.TFPyEnvironment(load(env_id, seed=seed + 10_000))
     except (TypeError, ImportError) as e:  # unsupported spaces, missing optional dependencies
         raise UsageError(f"cannot use {env_id}: {e}")
-    activation = getattr(tf.keras.activations, config.activation)
-    obs_spec, action_spec = env.observation_spec(), env.action_spec()
-    actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
-                                       activation_fn=activation)
-    value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
+    action_spec = env.action_spec()
     train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
     try:
-        agent = TRPOAgent(env.time_step_spec(), action_spec, actor_net, value_net,
-                          tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
-                          **config.agent_kwargs())
+        agent = make_agent(config, env, train_step)
     except ValueError as e:  # invalid hyperparameters
         raise UsageError(str(e))
 
