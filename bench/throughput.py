@@ -622,11 +622,13 @@ def _breakdown(profile, summary, raw):
             "collect": collect, "train": train, "checkpoint_save": p["checkpoint_s"],
             "gym_raw_stepping_same_steps": gym_ms, "tftrpo_py_batched_env_same_steps": py_ms,
             "tfagents_driver_random_policy_same_steps": drv_ms},
-        # collection = raw gym + tftrpo's Python env layer + TF-Agents' TFPyEnvironment/driver
-        #              + policy network / replay buffer / metrics (differences of medians)
+        # collection = raw gym + tftrpo's Python env layer + the compiled rollout loop (policy
+        # network, one numpy_function env call per step, TensorArrays): differences of medians.
+        # For reference, TF-Agents' DynamicStepDriver with a random policy and no observers.
         "tftrpo_collect_decomposition_ms": {
             "gymnasium_mujoco_stepping": gym_ms, "tftrpo_python_env_layer": py_ms - gym_ms,
-            "tfagents_tf_env_and_driver": drv_ms - py_ms, "policy_network_buffer_metrics": collect - drv_ms},
+            "rollout_loop_policy_and_env_calls": collect - py_ms},
+        "tfagents_driver_random_policy_over_collect": drv_ms / collect,
         "tftrpo_env_stepping_share_of_collect_raw_gym": gym_ms / collect,
         "tftrpo_env_stepping_share_of_collect_py_batched_env": py_ms / collect,
         "tftrpo_random_driver_share_of_collect": drv_ms / collect,
@@ -678,8 +680,8 @@ def plot(path, payload):
         sb3_env = b["sb3_dummy_vec_env_stepping_ms_same_steps_from_raw"]
         segs_tf = [("gymnasium/MuJoCo stepping", d["gymnasium_mujoco_stepping"], "tab:green"),
                    ("env wrappers (tftrpo py env / sb3 DummyVecEnv)", d["tftrpo_python_env_layer"], "yellowgreen"),
-                   ("TF-Agents TF env + driver", d["tfagents_tf_env_and_driver"], "tab:olive"),
-                   ("policy net, buffer, metrics", d["policy_network_buffer_metrics"], "tab:orange"),
+                   ("rollout loop: policy net, env calls, trajectory", d["rollout_loop_policy_and_env_calls"],
+                    "tab:orange"),
                    ("train", t["train"], "tab:blue"),
                    ("checkpoint save (CLI does it every iteration)", t["checkpoint_save"], "tab:grey")]
         gym_sb3 = 1e3 * b["env_steps_per_iteration"] / payload["raw_stepping_steps_per_second"]["sb3:gym_single"]["median"]

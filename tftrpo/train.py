@@ -203,7 +203,8 @@ def run(args) -> dict:
         if sampling == "vine":
             experience, stats = collector.collect()
             return agent.train(experience), stats.trunk_steps + stats.branch_steps, stats.branch_steps
-        return agent.train(collector.collect()), collector.simulator_steps_per_collect, 0
+        experience = collector.collect()
+        return agent.train(experience), collector.last_env_steps, 0
 
     eval_return = tf_metrics.AverageReturnMetric(buffer_size=config.eval_episodes)
     evaluate_fn = common.function(dynamic_episode_driver.DynamicEpisodeDriver(

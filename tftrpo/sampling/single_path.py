@@ -1,44 +1,137 @@
-"""The single-path sampling scheme of Section 5.1, with TF-Agents' own parts.
+"""The single-path sampling scheme of Section 5.1.
 
-Whole trajectories from π_θold: a `DynamicStepDriver` steps a batched
-`TFPyEnvironment` (one batched policy call per step) into a
-`TFUniformReplayBuffer`, whose `gather_all()` is the [B, T] batch `TRPOAgent.train`
-takes.
+Whole trajectories from π_θold, as the [B, T] `Trajectory` batch `TRPOAgent.train`
+takes. For Python environments (a batched `PyEnvironment`, or the
+`TFPyEnvironment` around one) the rollout is one compiled `tf.while_loop`: the
+policy runs in the graph, the environments are stepped by one `tf.numpy_function`
+per step, and the trajectory is gathered in `TensorArray`s. This is what TF-Agents'
+`DynamicStepDriver` + `TFUniformReplayBuffer` + return metrics compute, without
+their per-step observer and `py_function` overheads (about 40% of a Hopper-v5
+iteration; see bench/README.md). Other `TFEnvironment`s use those TF-Agents parts.
 """
+from typing import Union
+
+import numpy as np
+import tensorflow as tf
 from tf_agents.drivers import dynamic_step_driver
-from tf_agents.metrics import tf_metrics
+from tf_agents.environments import batched_py_environment, py_environment, tf_environment, tf_py_environment
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
+
+from tftrpo.sampling.episodes import BatchedEpisodeTracker
 
 __all__ = ["SinglePathCollector"]
 
 
 class SinglePathCollector:
-    """Collects `steps_per_env` steps from each environment of a batched TF env per call."""
+    """Collects `steps_per_env` steps from each of a batched environment's envs per call.
 
-    def __init__(self, tf_env, policy, steps_per_env: int, episodes_to_average: int = 20):
-        self._num_envs = tf_env.batch_size
-        self._steps = self._num_envs * steps_per_env
-        self.buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-            policy.trajectory_spec, batch_size=self._num_envs, max_length=steps_per_env)
-        self.average_return = tf_metrics.AverageReturnMetric(
-            batch_size=self._num_envs, buffer_size=episodes_to_average)
-        self.average_length = tf_metrics.AverageEpisodeLengthMetric(
-            batch_size=self._num_envs, buffer_size=episodes_to_average)
-        self._run = common.function(dynamic_step_driver.DynamicStepDriver(
-            tf_env, policy, observers=[self.buffer.add_batch, self.average_return, self.average_length],
-            num_steps=self._steps).run)
+    Args:
+      env: a `PyEnvironment` (batched or not), a `TFPyEnvironment`, or any batched
+        `TFEnvironment` (collected with TF-Agents' driver and replay buffer).
+      policy: the TF policy that acts (`agent.collect_policy`).
+      steps_per_env: T, the length of each row of the batch.
+      episodes_to_average: finished episodes averaged by `recent_episodes()`.
+    """
+
+    def __init__(self, env: Union[py_environment.PyEnvironment, tf_environment.TFEnvironment], policy,
+                 steps_per_env: int, episodes_to_average: int = 20):
+        if steps_per_env < 2:
+            raise ValueError(f"SinglePathCollector: steps_per_env must be >= 2, got {steps_per_env}")
+        self._policy = policy
+        self._length = int(steps_per_env)
+        py_env = env.pyenv if isinstance(env, tf_py_environment.TFPyEnvironment) else env
+        if isinstance(py_env, py_environment.PyEnvironment) and not py_env.batched:
+            py_env = batched_py_environment.BatchedPyEnvironment([py_env])
+        if isinstance(py_env, py_environment.PyEnvironment):
+            self._py_env = py_env
+            self._num_envs = py_env.batch_size
+            self._collect = common.function(self._rollout, autograph=False)
+        elif isinstance(env, tf_environment.TFEnvironment) and env.batched:
+            self._py_env = None
+            self._num_envs = env.batch_size
+            self._buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+                policy.trajectory_spec, batch_size=self._num_envs, max_length=self._length)
+            run = common.function(dynamic_step_driver.DynamicStepDriver(
+                env, policy, observers=[self._buffer.add_batch], num_steps=self._num_envs * self._length).run)
+            self._collect = lambda: (self._buffer.clear(), run(), self._buffer.gather_all())[-1]
+            self._driver_steps = self._num_envs * self._length  # the driver counts non-boundary steps
+        else:
+            raise TypeError(f"SinglePathCollector: env must be a PyEnvironment or a batched TFEnvironment, "
+                            f"got {type(env).__name__}")
+        self._episodes = BatchedEpisodeTracker(self._num_envs, episodes_to_average)
+        self._last_env_steps = 0
+
+    @property
+    def num_envs(self) -> int:
+        return self._num_envs
 
     @property
     def simulator_steps_per_collect(self) -> int:
-        return self._steps
+        """Upper bound: B·T (the resets between episodes take slots of the batch)."""
+        return self._num_envs * self._length
 
-    def collect(self):
-        """The next [num_envs, steps_per_env] trajectory batch (the buffer is emptied)."""
-        self.buffer.clear()
-        self._run()
-        return self.buffer.gather_all()
+    @property
+    def last_env_steps(self) -> int:
+        """Environment steps taken by the last `collect()` (resets not counted)."""
+        return self._last_env_steps
+
+    def collect(self) -> trajectory.Trajectory:
+        """The next [num_envs, steps_per_env] trajectory batch, continuing the envs' episodes."""
+        experience = self._collect()
+        step_type = experience.step_type.numpy()
+        self._episodes.update(step_type, experience.next_step_type.numpy(), experience.reward.numpy())
+        self._last_env_steps = (self._driver_steps if self._py_env is None
+                                else int(np.sum(step_type != ts.StepType.LAST)))
+        return experience
 
     def recent_episodes(self):
         """(mean return, mean length) of the last finished episodes (0, 0 before any)."""
-        return float(self.average_return.result()), float(self.average_length.result())
+        return self._episodes.recent.mean()
+
+    # ------------------------------------------------------------ the rollout
+    def _numpy_time_step(self, fn, *args):
+        """Calls a Python env method returning a batched TimeStep, as graph tensors of its spec."""
+        spec = tensor_spec.add_outer_dims_nest(self._policy.time_step_spec, (self._num_envs,))
+        flat_spec = tf.nest.flatten(spec)
+
+        def call(*flat_args):
+            time_step = fn(*flat_args)
+            return [np.asarray(x, s.dtype.as_numpy_dtype) for x, s in zip(tf.nest.flatten(time_step), flat_spec)]
+
+        flat = tf.numpy_function(call, list(args), [s.dtype for s in flat_spec], stateful=True)
+        for tensor, s in zip(flat, flat_spec):
+            tensor.set_shape(s.shape)
+        return tf.nest.pack_sequence_as(spec, flat)
+
+    def _current_time_step(self):
+        try:
+            return self._py_env.current_time_step()
+        except ValueError:  # never reset yet (TF-Agents raises 'Current timestep not initialized')
+            return self._py_env.reset()
+
+    def _step(self, *flat_action):
+        return self._py_env.step(tf.nest.pack_sequence_as(self._policy.action_spec, list(flat_action)))
+
+    def _rollout(self):
+        """T steps of π in the batched env: one policy call and one env step per t."""
+        spec = tensor_spec.add_outer_dims_nest(self._policy.trajectory_spec, (self._num_envs,))
+        arrays = tf.nest.map_structure(
+            lambda s: tf.TensorArray(s.dtype, size=self._length, element_shape=s.shape), spec)
+        def body(t, time_step, policy_state, arrays):
+            action_step = self._policy.action(time_step, policy_state)
+            next_time_step = self._numpy_time_step(self._step, *tf.nest.flatten(action_step.action))
+            transition = trajectory.from_transition(time_step, action_step, next_time_step)
+            arrays = tf.nest.map_structure(lambda ta, x: ta.write(t, x), arrays, transition)
+            return t + 1, next_time_step, action_step.state, arrays
+
+        _, _, _, arrays = tf.while_loop(
+            lambda t, *_: t < self._length, body,
+            (tf.constant(0), self._numpy_time_step(self._current_time_step),
+             self._policy.get_initial_state(self._num_envs), arrays),
+            parallel_iterations=1)
+        # [T, B, ...] → [B, T, ...]
+        return tf.nest.map_structure(lambda ta: tf.experimental.numpy.swapaxes(ta.stack(), 0, 1), arrays)

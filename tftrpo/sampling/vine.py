@@ -14,7 +14,6 @@
 
 The result is a `tftrpo.VineExperience` for `TRPOAgent.train`.
 """
-import collections
 import dataclasses
 from typing import Callable, List, Optional
 
@@ -26,6 +25,7 @@ from tf_agents.trajectories import time_step as ts
 
 from tftrpo.agent import VineExperience
 from tftrpo.sampling import env_state
+from tftrpo.sampling.episodes import RecentEpisodes
 
 __all__ = ["VineCollector", "VineStats", "vine_q_estimates", "sample_with_noise"]
 
@@ -128,15 +128,12 @@ class VineCollector:
         self._sample = tf.function(sample, input_signature=(
             time_step_spec, tf.TensorSpec([None, self._noise_size], tf.float32)))
         self._time_step = self._trunk_env.reset()
-        self._recent = collections.deque(maxlen=20)
+        self._recent = RecentEpisodes(20)
         self._episode_return, self._episode_length = 0.0, 0  # the trunk's current episode
 
     def recent_episodes(self):
         """(mean return, mean length) of the trunk's last finished episodes (0, 0 before any)."""
-        if not self._recent:
-            return 0.0, 0.0
-        returns, lengths = zip(*self._recent)
-        return float(np.mean(returns)), float(np.mean(lengths))
+        return self._recent.mean()
 
     @property
     def actions_per_state(self) -> int:
@@ -236,7 +233,8 @@ class VineCollector:
         snapshots, observations = self._run_trunk(stats)
         actions = self._branch_actions(observations)
         q = self._run_branches(snapshots, actions, stats)
-        self._recent.extend(zip(stats.episode_returns, stats.episode_lengths))
+        for episode in zip(stats.episode_returns, stats.episode_lengths):
+            self._recent.add(*episode)
         experience = VineExperience(
             observation=tf.constant(observations),
             action=tf.constant(actions),

@@ -1,0 +1,118 @@
+"""SinglePathCollector: its compiled rollout against a step-by-step TF-Agents rollout."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.environments import tf_py_environment
+from tf_agents.metrics import tf_metrics
+from tf_agents.networks import actor_distribution_rnn_network
+from tf_agents.policies import actor_policy
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
+
+from tftrpo.envs import load, load_batched
+from tftrpo.presets import preset
+from tftrpo.sampling.episodes import BatchedEpisodeTracker
+from tftrpo.sampling.single_path import SinglePathCollector
+from tftrpo.train import make_agent
+
+
+def _reference_rollouts(tf_env, policy, steps, collects, metrics=()):
+    """`collects` [B, steps] batches stepped one eager policy call at a time into a TF-Agents buffer."""
+    buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(policy.trajectory_spec, tf_env.batch_size, steps)
+    time_step = tf_env.reset()
+    batches = []
+    for _ in range(collects):
+        buffer.clear()
+        for _ in range(steps):
+            action_step = policy.action(time_step)
+            next_time_step = tf_env.step(action_step.action)
+            transition = trajectory.from_transition(time_step, action_step, next_time_step)
+            buffer.add_batch(transition)
+            for metric in metrics:
+                metric(transition)
+            time_step = next_time_step
+        batches.append(buffer.gather_all())
+    return batches
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Hopper-v5"])
+def test_compiled_rollout_equals_tf_agents_step_by_step(env_id):
+    """Same envs, same deterministic policy: bit-identical batches, episodes continuing across collects."""
+    tf.random.set_seed(0)
+    tf_env = tf_py_environment.TFPyEnvironment(load_batched(env_id, 2, seed=3))
+    agent = make_agent(preset(env_id), tf_env, tf.Variable(0, dtype=tf.int64))
+    collector = SinglePathCollector(load_batched(env_id, 2, seed=3), agent.policy, 100)
+    returns = tf_metrics.AverageReturnMetric(batch_size=2, buffer_size=1000)
+    expected = _reference_rollouts(tf_env, agent.policy, 100, 3, [returns])
+    steps = 0
+    for want in expected:
+        got = collector.collect()
+        tf.nest.map_structure(lambda a, b: np.testing.assert_array_equal(a.numpy(), b.numpy()), got, want)
+        assert got.reward.shape == (2, 100)
+        steps += collector.last_env_steps
+        assert collector.last_env_steps == int(np.sum(want.step_type.numpy() != ts.StepType.LAST))
+    # Untrained policies end episodes within the batch: the boundaries were exercised.
+    all_steps = np.concatenate([b.step_type.numpy() for b in expected], axis=1)
+    assert (all_steps == ts.StepType.LAST).sum() >= 4
+    assert steps < 2 * 100 * 3
+
+
+def test_episode_tracker_matches_tf_agents_metrics():
+    """Returns and lengths of episodes in [B, T] batches, vs TF-Agents' per-step metrics."""
+    tf.random.set_seed(0)
+    tf_env = tf_py_environment.TFPyEnvironment(load_batched("CartPole-v1", 2, seed=5))
+    agent = make_agent(preset("CartPole-v1"), tf_env, tf.Variable(0, dtype=tf.int64))
+    returns = tf_metrics.AverageReturnMetric(batch_size=2, buffer_size=1000)
+    lengths = tf_metrics.AverageEpisodeLengthMetric(batch_size=2, buffer_size=1000)
+    # TF-Agents records an episode at its boundary step (LAST → FIRST), the tracker at its
+    # last transition: an episode ending in the final column is only the tracker's.
+    batches = _reference_rollouts(tf_env, agent.collect_policy, 50, 4, [returns, lengths])
+    tracker = BatchedEpisodeTracker(2, size=1000)
+    for batch in batches:
+        tracker.update(batch.step_type.numpy(), batch.next_step_type.numpy(), batch.reward.numpy())
+    last = batches[-1]
+    pending = int(np.sum((last.next_step_type.numpy()[:, -1] == ts.StepType.LAST)
+                         & (last.step_type.numpy()[:, -1] != ts.StepType.LAST)))
+    episodes = tracker.recent.episodes()
+    assert len(episodes) >= 5
+    compared = episodes if not pending else episodes[:-pending]
+    np.testing.assert_allclose(np.mean([r for r, _ in compared]), float(returns.result()), rtol=1e-6)
+    np.testing.assert_allclose(np.mean([n for _, n in compared]), float(lengths.result()), rtol=1e-6)
+    # CartPole pays 1 per step: every episode's return equals its length.
+    assert all(r == n for r, n in episodes)
+
+
+def test_episode_tracker_carries_episodes_across_batches():
+    first, mid, last = ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST
+    tracker = BatchedEpisodeTracker(1)
+    # Episode of 3 env steps split 2 | 1 across batches, then a boundary and a new episode.
+    tracker.update(np.array([[first, mid]]), np.array([[mid, mid]]), np.array([[1.0, 2.0]]))
+    assert tracker.recent.mean() == (0.0, 0.0)
+    tracker.update(np.array([[mid, last, first]]), np.array([[last, first, mid]]), np.array([[4.0, 0.0, 8.0]]))
+    assert tracker.recent.mean() == (7.0, 3.0)
+
+
+def test_recurrent_policy_state_is_carried_through_the_rollout():
+    """An RNN collect policy runs in the compiled loop (its state reset at episode starts)."""
+    env = load_batched("CartPole-v1", 2, seed=0)
+    tf_env = tf_py_environment.TFPyEnvironment(env)
+    net = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
+        tf_env.observation_spec(), tf_env.action_spec(), lstm_size=(8,))
+    policy = actor_policy.ActorPolicy(tf_env.time_step_spec(), tf_env.action_spec(), net)
+    collector = SinglePathCollector(tf_env, policy, 32)
+    batch = collector.collect()
+    assert batch.action.shape == (2, 32)
+    assert set(np.unique(batch.action.numpy())) <= {0, 1}
+
+
+def test_unbatched_py_env_and_bad_arguments():
+    env = load("CartPole-v1", seed=0)
+    tf_env = tf_py_environment.TFPyEnvironment(load("CartPole-v1", seed=0))
+    agent = make_agent(preset("CartPole-v1"), tf_env, tf.Variable(0, dtype=tf.int64))
+    collector = SinglePathCollector(env, agent.collect_policy, 16)
+    assert collector.num_envs == 1 and collector.collect().step_type.shape == (1, 16)
+    with pytest.raises(ValueError, match="steps_per_env"):
+        SinglePathCollector(env, agent.collect_policy, 1)
+    with pytest.raises(TypeError, match="PyEnvironment or a batched TFEnvironment"):
+        SinglePathCollector("CartPole-v1", agent.collect_policy, 16)
