@@ -49,6 +49,9 @@ def spec_from_space(space: gym.Space, role: str) -> array_spec.BoundedArraySpec:
     )
 
 
+_LAST = int(ts.StepType.LAST)
+
+
 class GymnasiumEnvironment(py_environment.PyEnvironment):
     """Adapts a `gymnasium.Env` to `PyEnvironment` (auto-resets after LAST).
 
@@ -137,6 +140,14 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         else:
             step_type, discount = ts.StepType.MID, self._discount
         return ts.TimeStep(np.asarray(step_type, np.int32), reward, np.asarray(discount, np.float32), obs)
+
+    def should_reset(self, current_time_step: ts.TimeStep) -> bool:
+        """Auto-reset after LAST: PyEnvironment's own check, without `TimeStep.is_last()`.
+
+        `is_last()` calls `tf.is_tensor`, an isinstance check against a typing Protocol
+        that costs about as much as a tenth of a MuJoCo step on every step.
+        """
+        return bool(current_time_step.step_type == _LAST)
 
     def render(self, mode: str = 'rgb_array'):
         """Calls `gym_env.render()`; the mode is fixed at `gymnasium.make` time."""
