@@ -109,6 +109,26 @@ def report():
     for env_id, libs in summary.items():
         for lib, s in libs.items():
             print(f"{env_id:>14s} {lib:>11s}: {s['mean']:8.1f} ± {s['std']:6.1f} over {s['seeds']} seed(s)")
+    print(markdown_table(runs))
+
+
+def markdown_table(runs) -> str:
+    """The README's table: per env, mean ± std over seeds and each seed's 20-episode mean."""
+    lines = ["| env | seeds | tftrpo | sb3-contrib | tftrpo per seed | sb3-contrib per seed |",
+             "|---|---|---|---|---|---|"]
+    for env_id in ENVS:
+        by_lib = {lib: sorted((r["seed"], r["final_eval_mean"]) for r in runs
+                              if r["env"] == env_id and r["library"] == lib) for lib in ("tftrpo", "sb3-contrib")}
+        seeds = sorted({s for v in by_lib.values() for s, _ in v})
+        if not seeds:
+            continue
+        cells = []
+        for lib in ("tftrpo", "sb3-contrib"):
+            values = [x for _, x in by_lib[lib]]
+            cells.append(f"{np.mean(values):.0f} ± {np.std(values):.0f}" if values else "–")
+        per_seed = [", ".join(f"{x:.0f}" for _, x in by_lib[lib]) or "–" for lib in ("tftrpo", "sb3-contrib")]
+        lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cells[0]} | {cells[1]} | {per_seed[0]} | {per_seed[1]} |")
+    return "\n".join(lines)
 
 
 def main():
