@@ -38,7 +38,10 @@ class Curve(BaseCallback):
         return True
 
 
-env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed), norm_obs=True, norm_reward=True)
+# rl-zoo3 gives VecNormalize the algorithm's discount ("Use the same discount factor as for
+# the algorithm"): it matters for Swimmer (γ 0.9999), as tftrpo's reward scaling uses γ too.
+env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed), norm_obs=True, norm_reward=True,
+                   gamma=SETTINGS["gamma"])
 model = TRPO("MlpPolicy", env, seed=seed, verbose=0,
              policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh), **SETTINGS)
 curve = Curve()
