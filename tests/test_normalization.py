@@ -74,3 +74,19 @@ def test_observation_normalizer_uses_its_clip_everywhere():
     assert np.abs(out).max() <= 3.0
     far = normalizer.normalize(tf.constant([[1e6, 1e6]])).numpy()
     np.testing.assert_allclose(far, [[3.0, 3.0]])
+
+
+def test_observation_normalizer_is_the_identity_before_statistics():
+    spec = tf.TensorSpec([3], tf.float32)
+    normalizer = ObservationNormalizer(spec, clip_value=10.0)
+    obs = np.array([[0.5, -2.0, 1e-3], [30.0, -0.2, 4.0]], np.float32)
+    # No update yet: unchanged up to the clip (TF-Agents' own estimate would scale by 1e4).
+    np.testing.assert_allclose(normalizer.normalize(tf.constant(obs)).numpy(), np.clip(obs, -10.0, 10.0), rtol=1e-6)
+    # One sample gives no variance either: centred on it, still unit scale.
+    normalizer.update(tf.constant(obs[:1]))
+    np.testing.assert_allclose(normalizer.normalize(tf.constant(obs[1:])).numpy(),
+                               np.clip(obs[1:] - obs[:1], -10.0, 10.0), rtol=1e-5)
+    # From two samples on, the sample statistics as numpy computes them.
+    normalizer.update(tf.constant(obs[1:]))
+    want = np.clip((obs - obs.mean(0)) / np.sqrt(obs.var(0) + 1e-8), -10.0, 10.0)
+    np.testing.assert_allclose(normalizer.normalize(tf.constant(obs)).numpy(), want, rtol=1e-4, atol=1e-5)

@@ -24,6 +24,20 @@ class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
         return super().normalize(tensor, clip_value=clip, center_mean=center_mean,
                                  variance_epsilon=variance_epsilon)
 
+    def _get_mean_var_estimates(self):
+        """Mean and variance per element; the identity (0, 1) until two samples are seen.
+
+        TF-Agents starts from count ε and a zero sum of squares, so before the first
+        `update` its variance is 0 and `normalize` would multiply observations by
+        1/√1e-8 = 10⁴, clipping them all to ±clip: the first batch would be collected
+        and trained on sign features. VecNormalize starts from mean 0, variance 1;
+        so does this.
+        """
+        means, variances = super()._get_mean_var_estimates()
+        variances = [tf.where(count < 2.0, tf.ones_like(var), var)
+                     for var, count in zip(variances, self._count)]
+        return means, variances
+
     @property
     def clip_value(self) -> float:
         return self._clip_value
