@@ -23,7 +23,7 @@ SETTINGS = dict(n_steps=1024, batch_size=128, cg_max_steps=25, cg_damping=0.1, n
 
 
 class Curve(BaseCallback):
-    """Mean return of the last 20 training episodes after each rollout."""
+    """Mean return of the last 100 training episodes (sb3's `ep_info_buffer`, its default window) after each rollout."""
 
     def __init__(self):
         super().__init__()
