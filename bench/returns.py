@@ -100,7 +100,7 @@ def report():
                             label=f"{r['library']} seed {r['seed']}")
             ax.set_title(env_id)
             ax.set_xlabel("environment steps")
-            ax.set_ylabel("training return (mean of last 20 episodes\ntftrpo, last 100 sb3-contrib)", fontsize=8)
+            ax.set_ylabel("training return (mean of the last\n20 episodes: tftrpo; 100: sb3-contrib)", fontsize=8)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
