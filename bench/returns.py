@@ -1,14 +1,22 @@
 """Returns after 1M steps, tftrpo vs sb3-contrib TRPO, rl-zoo3 MuJoCo settings (issue 5, item 4).
 
-    python bench/returns.py                                    # all 4 tasks x 3 seeds x 2 libraries
+    python bench/returns.py                                    # all 4 tasks x 3 seeds x 3 variants
     python bench/returns.py --envs Hopper-v5 --seeds 0         # a part of it
+    python bench/returns.py --variants tftrpo-sb3kl sb3        # the matched comparison only
     python bench/returns.py --report                           # only rebuild the table and plot
 
-Each run is written to bench/results/returns/<library>-<env>-seed<seed>.json as soon as it ends
+Each run is written to bench/results/returns/<variant>-<env>-seed<seed>.json as soon as it ends
 and skipped when the script runs again, so the full table (hours on 2 cores) can be finished
-across sessions. Both libraries: 2 envs x 1024 steps per iteration, observation and reward
+across sessions. All runs: 2 envs x 1024 steps per iteration, observation and reward
 normalisation, CG 25, damping 0.1, 20 critic epochs, delta 0.01 (HalfCheetah 0.04), gamma 0.99
 (Swimmer 0.9999), one thread; the final score is a 20-episode greedy evaluation.
+
+The variants:
+  tftrpo        `tftrpo-train`'s preset as is: δ bounds the mean KL of the whole action
+                distribution (the paper's D̄_KL).
+  tftrpo-sb3kl  `tftrpo-train` with the trust region sb3-contrib actually uses for the same
+                numbers (see `sb3_trust_region`): max_kl = d·δ, cg_damping = d·λ.
+  sb3           sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
 """
 import argparse
 import concurrent.futures
@@ -24,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
+VARIANTS = ("tftrpo", "tftrpo-sb3kl", "sb3")
+LABELS = {"tftrpo": "tftrpo", "tftrpo-sb3kl": "tftrpo, sb3's trust region", "sb3": "sb3-contrib"}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
              "sys.exit(main(sys.argv[1:]))")
@@ -32,11 +42,36 @@ TF_EVAL = ("import sys, json, numpy as np; from tftrpo.play import load_policy, 
            "print(json.dumps(r))")
 
 
-def run_tftrpo(env_id, seed, steps, python):
+def sb3_trust_region(env_id):
+    """tftrpo's (max_kl, cg_damping) that take sb3-contrib's step for the preset's δ and λ.
+
+    sb3-contrib's diagonal-Gaussian KL is torch's per-dimension Normal KL averaged with
+    `.mean()` over states *and* the d action dimensions: it bounds D̄_KL/d ≤ δ, and the
+    Fisher it damps is F/d. Solving (F/d + λI)s = g and scaling to ½β²sᵀ(F/d + λI)s = δ is
+    the paper's step with δ' = d·δ and λ' = d·λ (checked on a real sb3 batch: equal gᵀs to
+    7 digits, bench/experiments/sb3_trust_region.py).
+    """
+    sys.path.insert(0, REPO)
+    import gymnasium as gym
+
+    from tftrpo.presets import preset
+
+    config = preset(env_id)
+    env = gym.make(env_id)
+    d = int(np.prod(env.action_space.shape))
+    env.close()
+    return round(d * config.max_kl, 12), round(d * config.cg_damping, 12)
+
+
+def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    extra = []
+    if variant == "tftrpo-sb3kl":
+        max_kl, damping = sb3_trust_region(env_id)
+        extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
-               "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress"]
+               "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress", *extra]
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True)
         evaluation = subprocess.run([python, "-c", TF_EVAL, os.path.join(tmp, "export"), env_id, str(seed + 10_000)],
                                     cwd=tmp, env=env, check=True, capture_output=True, text=True)
@@ -47,7 +82,7 @@ def run_tftrpo(env_id, seed, steps, python):
         rows = read_progress(os.path.join(tmp, "run", "progress.csv"))
         with open(os.path.join(tmp, "export", "tftrpo_run.json")) as f:
             meta = json.load(f)
-    return {"library": "tftrpo", "env": env_id, "seed": seed, "steps": steps, "config": meta["config"],
+    return {"library": LABELS[variant], "variant": variant, "env": env_id, "seed": seed, "steps": steps, "config": meta["config"],
             "train_time_s": meta["wall_time_s"], "eval_returns": returns,
             "final_eval_mean": float(np.mean(returns)), "final_eval_std": float(np.std(returns)),
             "curve": [[r["env_steps"], r["train_return"]] for r in rows]}
@@ -58,8 +93,8 @@ def run_one(library, env_id, seed, steps, tf_python, sb3_python):
     if os.path.exists(path):
         return
     os.makedirs(OUT, exist_ok=True)
-    if library == "tftrpo":
-        result = run_tftrpo(env_id, seed, steps, tf_python)
+    if library.startswith("tftrpo"):
+        result = run_tftrpo(env_id, seed, steps, tf_python, library)
         with open(path, "w") as f:
             json.dump(result, f, indent=1)
     else:
@@ -71,6 +106,11 @@ def run_one(library, env_id, seed, steps, tf_python, sb3_python):
           f"({result['train_time_s']} s)", flush=True)
 
 
+def variant_of(run) -> str:
+    """The variant a run JSON belongs to (runs written before variants existed have none)."""
+    return run.get("variant") or ("sb3" if run["library"] == "sb3-contrib" else "tftrpo")
+
+
 def report():
     runs = []
     for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
@@ -78,26 +118,29 @@ def report():
             runs.append(json.load(f))
     table = {}
     for r in runs:
-        table.setdefault(r["env"], {}).setdefault(r["library"], []).append(r["final_eval_mean"])
-    summary = {env: {lib: {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v)}
-                     for lib, v in libs.items()} for env, libs in table.items()}
+        table.setdefault(r["env"], {}).setdefault(variant_of(r), []).append(r["final_eval_mean"])
+    summary = {env: {v: {"label": LABELS[v], "mean": float(np.mean(x)), "std": float(np.std(x)), "seeds": len(x)}
+                     for v, x in variants.items()} for env, variants in table.items()}
     with open(os.path.join(os.path.dirname(OUT), "returns.json"), "w") as f:
         json.dump({"what": "final 20-episode greedy evaluation after training, rl-zoo3 MuJoCo settings",
-                   "summary": summary, "runs": runs}, f, indent=1)
+                   "variants": {v: LABELS[v] for v in VARIANTS}, "summary": summary, "runs": runs}, f, indent=1)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    envs = sorted(table)
+    colors = {"tftrpo": "tab:orange", "tftrpo-sb3kl": "tab:green", "sb3": "tab:blue"}
+    envs = [e for e in ENVS if e in table]
     if envs:
         fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
         for ax, env_id in zip(axes[0], envs):
-            for r in (x for x in runs if x["env"] == env_id):
-                curve = np.array(r["curve"], dtype=float)
-                if len(curve):
-                    ax.plot(curve[:, 0], curve[:, 1], color="tab:orange" if r["library"] == "tftrpo" else "tab:blue",
-                            label=f"{r['library']} seed {r['seed']}")
+            for variant in VARIANTS:
+                for i, r in enumerate(sorted((x for x in runs if x["env"] == env_id and variant_of(x) == variant),
+                                             key=lambda x: x["seed"])):
+                    curve = np.array(r["curve"], dtype=float)
+                    if len(curve):
+                        ax.plot(curve[:, 0], curve[:, 1], color=colors[variant], alpha=0.8, lw=1,
+                                label=LABELS[variant] if i == 0 else None)
             ax.set_title(env_id)
             ax.set_xlabel("environment steps")
             ax.set_ylabel("training return (mean of the last\n20 episodes: tftrpo; 100: sb3-contrib)", fontsize=8)
@@ -106,28 +149,22 @@ def report():
         fig.tight_layout()
         fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
         plt.close(fig)
-    for env_id, libs in summary.items():
-        for lib, s in libs.items():
-            print(f"{env_id:>14s} {lib:>11s}: {s['mean']:8.1f} ± {s['std']:6.1f} over {s['seeds']} seed(s)")
     print(markdown_table(runs))
 
 
 def markdown_table(runs) -> str:
-    """The README's table: per env, mean ± std over seeds and each seed's 20-episode mean."""
-    lines = ["| env | seeds | tftrpo | sb3-contrib | tftrpo per seed | sb3-contrib per seed |",
-             "|---|---|---|---|---|---|"]
+    """The README's table: per env and variant, mean ± std over seeds and each seed's 20-episode mean."""
+    lines = ["| env | variant | final greedy return, mean ± std over seeds | per seed (seed: return) |",
+             "|---|---|---|---|"]
     for env_id in ENVS:
-        by_lib = {lib: sorted((r["seed"], r["final_eval_mean"]) for r in runs
-                              if r["env"] == env_id and r["library"] == lib) for lib in ("tftrpo", "sb3-contrib")}
-        seeds = sorted({s for v in by_lib.values() for s, _ in v})
-        if not seeds:
-            continue
-        cells = []
-        for lib in ("tftrpo", "sb3-contrib"):
-            values = [x for _, x in by_lib[lib]]
-            cells.append(f"{np.mean(values):.0f} ± {np.std(values):.0f}" if values else "–")
-        per_seed = [", ".join(f"{x:.0f}" for _, x in by_lib[lib]) or "–" for lib in ("tftrpo", "sb3-contrib")]
-        lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cells[0]} | {cells[1]} | {per_seed[0]} | {per_seed[1]} |")
+        for variant in VARIANTS:
+            done = sorted((r["seed"], r["final_eval_mean"]) for r in runs
+                          if r["env"] == env_id and variant_of(r) == variant)
+            if not done:
+                continue
+            values = [x for _, x in done]
+            lines.append(f"| {env_id} | {LABELS[variant]} | {np.mean(values):.0f} ± {np.std(values):.0f} "
+                         f"| {', '.join(f'{s}: {x:.0f}' for s, x in done)} |")
     return "\n".join(lines)
 
 
@@ -137,6 +174,7 @@ def main():
     parser.add_argument("--envs", nargs="+", default=ENVS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--tf-python", default=os.environ.get("TFTRPO_BENCH_TF_PYTHON", sys.executable))
     parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
@@ -145,7 +183,7 @@ def main():
     args = parser.parse_args()
     OUT = args.out
     if not args.report:
-        jobs = [(lib, e, s) for e in args.envs for s in args.seeds for lib in ("tftrpo", "sb3")]
+        jobs = [(v, e, s) for e in args.envs for s in args.seeds for v in args.variants]
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             for future in [pool.submit(run_one, *job, args.steps, args.tf_python, args.sb3_python) for job in jobs]:
                 future.result()
