@@ -15,6 +15,9 @@ Configurations (each a separate agent/model, identical initial weights per libra
   policy      the policy step only: value epochs 0 (tftrpo) / n_critic_updates 0 (sb3)
   policy_cg1  the policy step with 1 CG iteration (breakdown: the per-CG-iteration
               cost is (policy - policy_cg1) / (difference in Fisher-vector products))
+  policy_sb3kl  the policy step with tftrpo given the trust region sb3-contrib's numbers mean
+              (max_kl 3·0.01, cg_damping 3·0.1 on Hopper: sb3 averages its KL over the 3
+              action dimensions), so both solve the same damped system; sb3 unchanged
 
 Every repeat restores the agent's/model's state first (outside the timing), so
 all repeats do identical work.
@@ -42,10 +45,17 @@ SETTINGS = dict(
 TF_STEPS_PER_ENV = 1025
 SB3_STEPS_PER_ENV = 1024
 
+# sb3-contrib's Gaussian KL is averaged over the action dimensions too, so its target_kl δ and
+# cg_damping λ are tftrpo's max_kl d·δ and cg_damping d·λ (bench/returns.py: sb3_trust_region;
+# bench/experiments/sb3_trust_region.py). Hopper-v5 has d = 3 action dimensions.
+ACTION_DIMS = 3
+SB3_TRUST_REGION = {"max_kl": ACTION_DIMS * SETTINGS["max_kl"], "cg_damping": ACTION_DIMS * SETTINGS["cg_damping"]}
+
 CONFIGS = {
     "full": ({}, {}),
     "policy": ({"value_train_epochs": 0}, {"n_critic_updates": 0}),
     "policy_cg1": ({"value_train_epochs": 0, "cg_iters": 1}, {"n_critic_updates": 0, "cg_max_steps": 1}),
+    "policy_sb3kl": ({"value_train_epochs": 0, **SB3_TRUST_REGION}, {"n_critic_updates": 0}),
 }
 
 
@@ -66,7 +76,7 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 8)
     repeats = args.repeats or (3 if args.quick else 5)
     name = args.name or ("update_speed_quick" if args.quick else "update_speed")
-    configs = {k: v for k, v in CONFIGS.items() if not (args.quick and k == "policy_cg1")}
+    configs = {k: v for k, v in CONFIGS.items() if not (args.quick and k in ("policy_cg1", "policy_sb3kl"))}
 
     started = time.time()
     tftrpo_path = args.tftrpo_path or common.snapshot_tftrpo()

@@ -86,7 +86,10 @@ class TRPOAgent(tf_agent.TFAgent):
       value_net: a TF-Agents `Network` mapping observations to V(s), shape [B].
       optimizer: optimizer of the value net (e.g. `tf.keras.optimizers.Adam(1e-3)`).
         The policy is moved by the natural-gradient step, not by an optimizer.
-      max_kl: δ, the trust-region radius on the mean KL (Eq. 12).
+      max_kl: δ, the trust-region radius on the mean KL (Eq. 12): the KL of the
+        whole action distribution, averaged over states. (sb3-contrib also averages
+        a diagonal Gaussian's KL over the d action dimensions: its target_kl δ and
+        cg_damping λ are max_kl = d·δ and cg_damping = d·λ here.)
       cg_iters: conjugate-gradient iterations (Appendix C).
       cg_damping: λ added to the Fisher, F + λI.
       line_search_max_backtracks: candidates tried, each `line_search_shrink`
