@@ -53,12 +53,17 @@ def test_throughput_quick():
 
 
 def test_returns_short(tmp_path):
-    """Both libraries train 20k steps on Hopper-v5 and are evaluated over 20 greedy episodes."""
+    """All three variants train 20k steps on Hopper-v5 and are evaluated over 20 greedy episodes."""
     out = tmp_path / "returns"
     _run("bench/returns.py", "--envs", "Hopper-v5", "--seeds", "0", "--steps", "20000", "--out", str(out))
     with open(tmp_path / "returns.json") as f:
-        summary = json.load(f)["summary"]["Hopper-v5"]
-    assert set(summary) == {"tftrpo", "sb3-contrib"}
-    for lib in summary.values():
-        assert lib["seeds"] == 1 and _positive(lib["mean"])
+        results = json.load(f)
+    summary = results["summary"]["Hopper-v5"]
+    assert set(summary) == {"tftrpo", "tftrpo-sb3kl", "sb3"}
+    for variant in summary.values():
+        assert variant["seeds"] == 1 and _positive(variant["mean"])
+    configs = {r.get("variant"): r.get("config") for r in results["runs"]}
+    # Hopper has 3 action dimensions: sb3-contrib's δ 0.01, λ 0.1 are 0.03, 0.3 in tftrpo's terms.
+    assert configs["tftrpo"]["max_kl"] == 0.01 and configs["tftrpo"]["cg_damping"] == 0.1
+    assert abs(configs["tftrpo-sb3kl"]["max_kl"] - 0.03) < 1e-9 and abs(configs["tftrpo-sb3kl"]["cg_damping"] - 0.3) < 1e-9
     assert (tmp_path / "returns.png").exists()
