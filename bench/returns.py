@@ -152,19 +152,28 @@ def report():
     print(markdown_table(runs))
 
 
+def late_training_return(run, last_fraction=0.1) -> float:
+    """Mean of the run's training-return curve over its last 10% of steps (stochastic policy)."""
+    curve = np.array(run["curve"], dtype=float)
+    return float(np.mean(curve[curve[:, 0] > (1.0 - last_fraction) * run["steps"], 1]))
+
+
 def markdown_table(runs) -> str:
-    """The README's table: per env and variant, mean ± std over seeds and each seed's 20-episode mean."""
-    lines = ["| env | variant | final greedy return, mean ± std over seeds | per seed (seed: return) |",
-             "|---|---|---|---|"]
+    """The README's table: per env and variant, the final greedy return (mean ± std over seeds,
+    each seed's 20-episode mean) and the training return over the last 10% of steps."""
+    lines = ["| env | variant | final greedy return, mean ± std over seeds | per seed (seed: return) "
+             "| training return, last 10% of steps |",
+             "|---|---|---|---|---|"]
     for env_id in ENVS:
         for variant in VARIANTS:
-            done = sorted((r["seed"], r["final_eval_mean"]) for r in runs
+            done = sorted((r["seed"], r["final_eval_mean"], late_training_return(r)) for r in runs
                           if r["env"] == env_id and variant_of(r) == variant)
             if not done:
                 continue
-            values = [x for _, x in done]
+            values = [x for _, x, _ in done]
+            late = [y for _, _, y in done]
             lines.append(f"| {env_id} | {LABELS[variant]} | {np.mean(values):.0f} ± {np.std(values):.0f} "
-                         f"| {', '.join(f'{s}: {x:.0f}' for s, x in done)} |")
+                         f"| {', '.join(f'{s}: {x:.0f}' for s, x, _ in done)} | {np.mean(late):.0f} ± {np.std(late):.0f} |")
     return "\n".join(lines)
 
 
