@@ -29,6 +29,8 @@ import tempfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import git_info  # noqa: E402
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
@@ -63,12 +65,18 @@ def sb3_trust_region(env_id):
     return round(d * config.max_kl, 12), round(d * config.cg_damping, 12)
 
 
+# per-iteration columns of progress.csv kept in each tftrpo run's JSON, to look into a run afterwards
+DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_rejected", "entropy", "value_loss",
+               "explained_variance")
+
+
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     extra = []
     if variant == "tftrpo-sb3kl":
         max_kl, damping = sb3_trust_region(env_id)
         extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
+    source = git_info()  # the library this run trains with (taken before it starts)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
                "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress", *extra]
@@ -83,9 +91,10 @@ def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
         with open(os.path.join(tmp, "export", "tftrpo_run.json")) as f:
             meta = json.load(f)
     return {"library": LABELS[variant], "variant": variant, "env": env_id, "seed": seed, "steps": steps, "config": meta["config"],
-            "train_time_s": meta["wall_time_s"], "eval_returns": returns,
+            "train_time_s": meta["wall_time_s"], "eval_returns": returns, "git": source,
             "final_eval_mean": float(np.mean(returns)), "final_eval_std": float(np.std(returns)),
-            "curve": [[r["env_steps"], r["train_return"]] for r in rows]}
+            "curve": [[r["env_steps"], r["train_return"]] for r in rows],
+            "diagnostics": {key: [r.get(key) for r in rows] for key in DIAGNOSTICS}}
 
 
 def run_one(library, env_id, seed, steps, tf_python, sb3_python):
