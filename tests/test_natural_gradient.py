@@ -242,7 +242,7 @@ def test_conjugate_gradient_matches_solve(n, seed, compiled):
         return ng.conjugate_gradient(lambda v: tf.linalg.matvec(A_t, v), b_t, iterations=n, residual_tol=1e-24)
 
     if compiled:
-        solve = tf.function(solve)
+        solve = tf.function(solve, autograph=False)
     x = solve(tf.constant(b, DT)).numpy()
     np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-6, atol=1e-8)
 
@@ -260,7 +260,7 @@ def test_conjugate_gradient_float32_few_iterations_reduce_error(compiled):
         return ng.conjugate_gradient(lambda v: tf.linalg.matvec(A_t, v), b_t, iterations=k)
 
     if compiled:
-        solve = tf.function(solve)
+        solve = tf.function(solve, autograph=False)
     b_t = tf.constant(b, tf.float32)
 
     def a_norm(e):
@@ -288,7 +288,7 @@ def test_conjugate_gradient_stops_early_without_nan(compiled):
         return ng.conjugate_gradient(lambda v: 4.0 * v, b_t, iterations=10)
 
     if compiled:
-        solve = tf.function(solve)
+        solve = tf.function(solve, autograph=False)
     x = solve(b).numpy()
     assert np.all(np.isfinite(x))
     np.testing.assert_allclose(x, b.numpy() / 4.0, rtol=1e-6)
@@ -423,7 +423,7 @@ class QuadraticProblem:
                 tf.constant(self.g2, self.dtype), self.surrogate_and_kl,
                 tf.constant(0.0, self.dtype), max_kl, **kwargs)
 
-        return (tf.function(run) if compiled else run)()
+        return (tf.function(run, autograph=False) if compiled else run)()
 
     def expected_backtracks(self, max_kl, shrink=0.8, accept_ratio=0.1, max_backtracks=10):
         bound = min(2 * (1 - accept_ratio) / self.c, np.sqrt(2 * max_kl / (self.a * self.g2)))
@@ -495,7 +495,7 @@ def test_line_search_rejects_and_restores_exact_values(compiled):
             variables, step, tf.constant(5.0), surrogate_and_kl, tf.constant(-1.0), 0.01,
             max_backtracks=6, shrink=0.5)
 
-    result = (tf.function(run) if compiled else run)()
+    result = (tf.function(run, autograph=False) if compiled else run)()
     assert not bool(result.accepted.numpy())
     assert int(result.backtracks.numpy()) == 6
     assert result.step_fraction.numpy() == 0.0
@@ -525,7 +525,7 @@ def test_line_search_rejects_non_finite_and_kl_violations(compiled):
         return ng.backtracking_line_search(
             [x], step, tf.constant(10.0), surrogate_and_kl, tf.constant(0.0), 0.02, shrink=0.8)
 
-    result = (tf.function(run) if compiled else run)()
+    result = (tf.function(run, autograph=False) if compiled else run)()
     # fractions 1 (NaN KL), .8 (+inf surrogate), .64, .512, .4096 (KL > δ), .32768 → k = 5
     assert bool(result.accepted.numpy())
     assert int(result.backtracks.numpy()) == 5

@@ -32,13 +32,13 @@ def discounted_reverse_cumsum(values: tf.Tensor, decays: tf.Tensor) -> tf.Tensor
     """
     y = tf.convert_to_tensor(values)
     d = tf.cast(decays, y.dtype)
-    length = tf.shape(y)[1]
-    shift = tf.constant(1)
-    while shift < length:
+
+    def combine(shift, y, d):
         pad = tf.zeros_like(y[:, :shift])
-        y = y + d * tf.concat([y[:, shift:], pad], axis=1)
-        d = d * tf.concat([d[:, shift:], pad], axis=1)
-        shift *= 2
+        return shift * 2, y + d * tf.concat([y[:, shift:], pad], axis=1), d * tf.concat([d[:, shift:], pad], axis=1)
+
+    length = tf.shape(y)[1]
+    _, y, _ = tf.while_loop(lambda shift, y, d: shift < length, combine, (tf.constant(1), y, d))
     return y
 
 

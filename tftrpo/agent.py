@@ -12,7 +12,9 @@ paper's practical algorithm (Section 6), with the single-path estimator:
    accepts the first candidate within the trust region that improves L;
 5. regression of V_φ on the GAE returns (Â + V).
 
-The whole update is one `tf.function`, traced once for all batch shapes.
+The whole update is one `tf.function`, traced once for all batch shapes, without
+AutoGraph: its loops (CG, line search, value epochs, scans) are explicit
+`tf.while_loop`s, so tracing does not convert TF-Agents' and TFP's code on the way.
 """
 from typing import NamedTuple, Optional
 
@@ -65,6 +67,15 @@ class TRPOLossInfo(NamedTuple):
     value_loss: tf.Tensor  # mean squared error of V_φ on the returns, after fitting
     explained_variance: tf.Tensor  # 1 − Var(R − V)/Var(R), V before fitting
     num_samples: tf.Tensor  # trainable (s, a) pairs in the batch
+
+
+def _repeat(times, fn):
+    """Calls fn() `times` times in one `tf.while_loop` (fn's effects are variable updates)."""
+    def once(i):
+        fn()
+        return i + 1
+
+    tf.while_loop(lambda i: i < times, once, (tf.constant(0),))
 
 
 def _check_finite(nest, what: str):
@@ -227,10 +238,10 @@ class TRPOAgent(tf_agent.TFAgent):
         self._update = common.function(
             self._update_fn,
             input_signature=(batched_spec, tf.TensorSpec([None], tf.float32)),
-            autograph=True,
+            autograph=False,
         )
         self._vine_update = common.function(
-            self._vine_update_fn, input_signature=(self.vine_data_spec,), autograph=True)
+            self._vine_update_fn, input_signature=(self.vine_data_spec,), autograph=False)
 
     @property
     def vine_data_spec(self) -> "VineExperience":
@@ -540,8 +551,7 @@ class TRPOAgent(tf_agent.TFAgent):
                 values = self.value_predictions(observations, step_types, training=True)
                 return ng.masked_mean(tf.square(values - returns), mask)
 
-            for _ in tf.range(self._value_epochs):
-                self._value_gradient_step(sequence_loss)
+            _repeat(self._value_epochs, lambda: self._value_gradient_step(sequence_loss))
             return sequence_loss()
 
         valid = mask > 0
@@ -557,10 +567,17 @@ class TRPOAgent(tf_agent.TFAgent):
 
         num = tf.shape(flat_returns)[0]
         size = self._value_minibatch_size
-        for _ in tf.range(self._value_epochs):
+
+        def epoch():
             order = tf.random.shuffle(tf.range(num))
-            for start in tf.range(0, num, size):
+
+            def minibatch(start):
                 self._value_gradient_step(lambda: minibatch_loss(order[start:start + size]))
+                return start + size
+
+            tf.while_loop(lambda start: start < num, minibatch, (tf.constant(0),))
+
+        _repeat(self._value_epochs, epoch)
         return minibatch_loss(tf.range(num))
 
     def _value_gradient_step(self, loss_fn):

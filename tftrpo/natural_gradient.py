@@ -165,24 +165,24 @@ def conjugate_gradient(
 
     `matvec(v)` returns A·v for a symmetric positive-definite A (the damped Fisher).
     Runs at most `iterations` steps from x = 0 and stops early once the squared
-    residual norm falls below `residual_tol`. Builds a `tf.while_loop` in graph mode.
-    With `return_residual`, returns (x, r) where r = b − A x is CG's running
+    residual norm falls below `residual_tol`: one `tf.while_loop`, which also runs
+    eagerly. With `return_residual`, returns (x, r) where r = b − A x is CG's running
     residual, so that xᵀA x = xᵀ(b − r) costs no further product.
     """
-    x = tf.zeros_like(b)
-    r = tf.identity(b)
-    p = tf.identity(b)
-    r_dot_r = tf.tensordot(r, r, 1)
-    for _ in tf.range(iterations):
-        if r_dot_r < residual_tol:
-            break
+    def not_converged(i, x, r, p, r_dot_r):
+        return tf.logical_and(i < iterations, r_dot_r >= residual_tol)
+
+    def step(i, x, r, p, r_dot_r):
         z = matvec(p)
         alpha = r_dot_r / tf.tensordot(p, z, 1)
-        x += alpha * p
-        r -= alpha * z
+        x = x + alpha * p
+        r = r - alpha * z
         new_r_dot_r = tf.tensordot(r, r, 1)
         p = r + (new_r_dot_r / r_dot_r) * p
-        r_dot_r = new_r_dot_r
+        return i + 1, x, r, p, new_r_dot_r
+
+    r = tf.identity(b)
+    _, x, r, _, _ = tf.while_loop(not_converged, step, (tf.constant(0), tf.zeros_like(b), r, r, tf.tensordot(r, r, 1)))
     return (x, r) if return_residual else x
 
 
@@ -229,14 +229,12 @@ def backtracking_line_search(
     variables' current values.
     """
     old_values = [tf.identity(v) for v in variables]
-    accepted = tf.constant(False)
-    backtracks = tf.constant(0, tf.int32)
-    fraction = tf.constant(1.0, expected_full_improvement.dtype)
-    accepted_fraction = tf.zeros_like(fraction)
-    kl = tf.zeros_like(fraction)
-    expected = tf.zeros_like(fraction)
-    actual = tf.zeros_like(fraction)
-    for k in tf.range(max_backtracks):
+    zero = tf.zeros_like(expected_full_improvement)
+
+    def searching(k, fraction, accepted, kl, expected, actual):
+        return tf.logical_and(k < max_backtracks, tf.logical_not(accepted))
+
+    def try_candidate(k, fraction, accepted, kl, expected, actual):
         for v, old, step in zip(variables, old_values, full_step):
             v.assign(old + tf.cast(fraction, v.dtype) * step)
         surrogate, kl = surrogate_and_kl_fn()
@@ -247,15 +245,20 @@ def backtracking_line_search(
             tf.logical_and(kl <= max_kl, actual > 0.0),
         )
         ok = tf.logical_and(ok, actual >= accept_ratio * expected)
-        backtracks = k
-        if ok:
-            accepted = tf.constant(True)
-            accepted_fraction = fraction
-            break
-        fraction = fraction * shrink
-    if not accepted:
+        # k stays at the accepted candidate's index; the fraction shrinks only on failure.
+        return (tf.where(ok, k, k + 1), tf.where(ok, fraction, fraction * shrink), ok,
+                tf.cast(kl, zero.dtype), expected, actual)
+
+    backtracks, fraction, accepted, kl, expected, actual = tf.while_loop(
+        searching, try_candidate,
+        (tf.constant(0, tf.int32), tf.ones_like(zero), tf.constant(False), zero, zero, zero))
+
+    def restore():
         for v, old in zip(variables, old_values):
             v.assign(old)
-        kl = tf.zeros_like(kl)
-        backtracks = tf.constant(max_backtracks, tf.int32)
+        return tf.constant(True)
+
+    tf.cond(accepted, lambda: tf.constant(False), restore)
+    kl = tf.where(accepted, kl, zero)
+    accepted_fraction = tf.where(accepted, fraction, zero)
     return LineSearchResult(accepted, backtracks, accepted_fraction, kl, expected, actual)
