@@ -159,6 +159,8 @@ def report():
         fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
         plt.close(fig)
     print(markdown_table(runs))
+    print()
+    print(target_table(runs))
 
 
 def late_training_return(run, last_fraction=0.1) -> float:
@@ -183,6 +185,26 @@ def markdown_table(runs) -> str:
             late = [y for _, _, y in done]
             lines.append(f"| {env_id} | {LABELS[variant]} | {np.mean(values):.0f} ± {np.std(values):.0f} "
                          f"| {', '.join(f'{s}: {x:.0f}' for s, x, _ in done)} | {np.mean(late):.0f} ± {np.std(late):.0f} |")
+    return "\n".join(lines)
+
+
+def target_table(runs) -> str:
+    """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's, over the seeds
+    both have finished (and the same for the variant with sb3's trust region)."""
+    lines = ["| env | seeds | tftrpo | tftrpo, sb3's trust region | sb3-contrib | tftrpo ≥ sb3-contrib? |",
+             "|---|---|---|---|---|---|"]
+    for env_id in ENVS:
+        by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
+                      for v in VARIANTS}
+        seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+        if not seeds:
+            continue
+        means = {v: np.mean([by_variant[v][s] for s in seeds]) if all(s in by_variant[v] for s in seeds) else None
+                 for v in VARIANTS}
+        cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
+        verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
+        lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-sb3kl']} "
+                     f"| {cell['sb3']} | {verdict} |")
     return "\n".join(lines)
 
 
