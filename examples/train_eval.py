@@ -40,7 +40,7 @@ VALUE_LR, VALUE_EPOCHS, VALUE_MINIBATCH = 1e-3, 10, 128
 EVAL_EPISODES = 5
 
 root_dir = os.path.join(args.root_dir, args.env.replace("/", "_"))
-tf.random.set_seed(args.seed)
+tf.keras.utils.set_random_seed(args.seed)  # Python, NumPy and TF: Keras seeds initializers from Python's random
 
 # ------------------------------------------------------------------ environments
 env = tf_py_environment.TFPyEnvironment(load_batched(args.env, num_envs=NUM_ENVS, seed=args.seed))

@@ -83,6 +83,19 @@ def test_train_kill_resume_export_and_play(tmp_path):
     assert played.stdout.count("episode ") == 2 and "mean return" in played.stdout
 
 
+def test_same_seed_same_run_in_a_fresh_process(tmp_path):
+    """--seed fixes everything random: weights, policy noise, envs, minibatch order."""
+    def run(name, seed):
+        cli("train", *SHORT, "--steps", "1024", "--seed", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)
+        columns = ("env_steps", "train_return", "eval_return", "kl", "surrogate_improvement", "entropy", "value_loss")
+        return [[row[c] for c in columns] for row in progress(tmp_path / name)]
+
+    first, again, other = run("a", 3), run("b", 3), run("c", 4)
+    assert len(first) >= 3
+    assert first == again
+    assert [r[3:] for r in first] != [r[3:] for r in other]
+
+
 def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     unknown = cli("train", "--env", "CartPoel-v1", cwd=tmp_path, check=False)
     assert unknown.returncode == 2 and "CartPole-v1" in unknown.stderr and "Unknown" in unknown.stderr

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tftrpo-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default=None, help=f"Gymnasium env id (default {presets.DEFAULT_ENV})")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of weights, policy noise, envs and minibatches (default 0): the same seed repeats a run exactly on the same machine")
     parser.add_argument("--run-dir", default=None, help="run directory (default runs/<env>-seed<seed>)")
     parser.add_argument("--export-dir", default=None, help="SavedModel directory (default savedmodels/<run>)")
     parser.add_argument("--sampling", choices=["single_path", "vine"], default=None,
@@ -150,7 +150,6 @@ def run(args) -> dict:
     env_id, seed, sampling, config, run_dir, export_dir = _resolve_run(args)
     _check_positive(config)
 
-    import numpy as np
     import tensorflow as tf
     from tf_agents.drivers import dynamic_episode_driver
     from tf_agents.environments import tf_py_environment
@@ -169,8 +168,8 @@ def run(args) -> dict:
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": sampling,
                        "config": dataclasses.asdict(config)}, f, indent=2)
-    tf.random.set_seed(seed)
-    np.random.seed(seed)
+    # Python's `random` too: Keras draws the seeds of unseeded initializers from it.
+    tf.keras.utils.set_random_seed(seed)
 
     try:
         env = tf_py_environment.TFPyEnvironment(load_batched(env_id, num_envs=config.num_envs, seed=seed))
