@@ -2,21 +2,24 @@
 
     python bench/returns.py                                    # all 4 tasks x 3 seeds x 3 variants
     python bench/returns.py --envs Hopper-v5 --seeds 0         # a part of it
-    python bench/returns.py --variants tftrpo-sb3kl sb3        # the matched comparison only
+    python bench/returns.py --variants tftrpo sb3              # the two libraries only
     python bench/returns.py --report                           # only rebuild the table and plot
 
 Each run is written to bench/results/returns/<variant>-<env>-seed<seed>.json as soon as it ends
 and skipped when the script runs again, so the full table (hours on 2 cores) can be finished
 across sessions. All runs: 2 envs x 1024 steps per iteration, observation and reward
 normalisation, CG 25, damping 0.1, 20 critic epochs, delta 0.01 (HalfCheetah 0.04), gamma 0.99
-(Swimmer 0.9999), one thread; the final score is a 20-episode greedy evaluation.
+(Swimmer 0.9999), one thread; the final score is a 20-episode greedy evaluation. δ and the damping
+λ are rl-zoo3's numbers, which sb3-contrib applies to its Gaussian KL averaged over the d action
+dimensions.
 
 The variants:
-  tftrpo        `tftrpo-train`'s preset as is: δ bounds the mean KL of the whole action
-                distribution (the paper's D̄_KL).
-  tftrpo-sb3kl  `tftrpo-train` with the trust region sb3-contrib actually uses for the same
-                numbers (see `sb3_trust_region`): max_kl = d·δ, cg_damping = d·λ.
-  sb3           sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
+  tftrpo          `tftrpo-train`'s preset as is: the same trust region as sb3-contrib's, in the
+                  paper's units max_kl = d·δ, cg_damping = d·λ (`tftrpo.presets.rl_zoo3_trust_region`).
+  tftrpo-paperkl  `tftrpo-train --max-kl δ --cg-damping λ`: rl-zoo3's numbers taken as the paper's
+                  D̄_KL of the whole action distribution, a d times smaller trust region (the
+                  preset until the units were found out).
+  sb3             sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
 """
 import argparse
 import concurrent.futures
@@ -34,8 +37,8 @@ from common import git_info  # noqa: E402
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-sb3kl", "sb3")
-LABELS = {"tftrpo": "tftrpo", "tftrpo-sb3kl": "tftrpo, sb3's trust region", "sb3": "sb3-contrib"}
+VARIANTS = ("tftrpo", "tftrpo-paperkl", "sb3")
+LABELS = {"tftrpo": "tftrpo", "tftrpo-paperkl": "tftrpo, δ on the whole KL", "sb3": "sb3-contrib"}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
              "sys.exit(main(sys.argv[1:]))")
@@ -44,37 +47,26 @@ TF_EVAL = ("import sys, json, numpy as np; from tftrpo.play import load_policy, 
            "print(json.dumps(r))")
 
 
-def sb3_trust_region(env_id):
-    """tftrpo's (max_kl, cg_damping) that take sb3-contrib's step for the preset's δ and λ.
+def paper_trust_region(env_id):
+    """(max_kl, cg_damping) = rl-zoo3's (δ, λ) taken as the paper's whole-distribution KL.
 
-    sb3-contrib's diagonal-Gaussian KL is torch's per-dimension Normal KL averaged with
-    `.mean()` over states *and* the d action dimensions: it bounds D̄_KL/d ≤ δ, and the
-    Fisher it damps is F/d. Solving (F/d + λI)s = g and scaling to ½β²sᵀ(F/d + λI)s = δ is
-    the paper's step with δ' = d·δ and λ' = d·λ (checked on a real sb3 batch: equal gᵀs to
-    7 digits, bench/experiments/sb3_trust_region.py).
+    The preset uses (d·δ, d·λ): sb3-contrib's `kl_divergence(...).mean()` averages torch's
+    per-dimension Normal KL over states *and* the d action dimensions, so it bounds D̄_KL/d ≤ δ
+    and damps F/d; that is the paper's step with d·δ and d·λ (equal gᵀs to 7 digits on a real
+    sb3 batch, bench/experiments/sb3_trust_region.py). This variant keeps the stated numbers.
     """
     sys.path.insert(0, REPO)
-    import gymnasium as gym
+    from tftrpo.presets import rl_zoo3_trust_region
 
-    from tftrpo.presets import preset
-
-    config = preset(env_id)
-    env = gym.make(env_id)
-    d = int(np.prod(env.action_space.shape))
-    env.close()
-    return round(d * config.max_kl, 12), round(d * config.cg_damping, 12)
-
-
-# per-iteration columns of progress.csv kept in each tftrpo run's JSON, to look into a run afterwards
-DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_rejected", "entropy", "value_loss",
-               "explained_variance")
+    delta, damping, _ = rl_zoo3_trust_region(env_id)
+    return delta, damping
 
 
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     extra = []
-    if variant == "tftrpo-sb3kl":
-        max_kl, damping = sb3_trust_region(env_id)
+    if variant == "tftrpo-paperkl":
+        max_kl, damping = paper_trust_region(env_id)
         extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
     source = git_info()  # the library this run trains with (taken before it starts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +130,7 @@ def report():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"tftrpo": "tab:orange", "tftrpo-sb3kl": "tab:green", "sb3": "tab:blue"}
+    colors = {"tftrpo": "tab:orange", "tftrpo-paperkl": "tab:purple", "sb3": "tab:blue"}
     envs = [e for e in ENVS if e in table]
     if envs:
         fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
@@ -190,8 +182,8 @@ def markdown_table(runs) -> str:
 
 def target_table(runs) -> str:
     """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's, over the seeds
-    both have finished (and the same for the variant with sb3's trust region)."""
-    lines = ["| env | seeds | tftrpo | tftrpo, sb3's trust region | sb3-contrib | tftrpo ≥ sb3-contrib? |",
+    both have finished (and the same for the variant with δ on the whole KL)."""
+    lines = ["| env | seeds | tftrpo | tftrpo, δ on the whole KL | sb3-contrib | tftrpo ≥ sb3-contrib? |",
              "|---|---|---|---|---|---|"]
     for env_id in ENVS:
         by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
@@ -203,7 +195,7 @@ def target_table(runs) -> str:
                  for v in VARIANTS}
         cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
         verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
-        lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-sb3kl']} "
+        lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-paperkl']} "
                      f"| {cell['sb3']} | {verdict} |")
     return "\n".join(lines)
 

@@ -46,7 +46,7 @@ TF_STEPS_PER_ENV = 1025
 SB3_STEPS_PER_ENV = 1024
 
 # sb3-contrib's Gaussian KL is averaged over the action dimensions too, so its target_kl δ and
-# cg_damping λ are tftrpo's max_kl d·δ and cg_damping d·λ (bench/returns.py: sb3_trust_region;
+# cg_damping λ are tftrpo's max_kl d·δ and cg_damping d·λ (tftrpo.presets.rl_zoo3_trust_region;
 # bench/experiments/sb3_trust_region.py). Hopper-v5 has d = 3 action dimensions.
 ACTION_DIMS = 3
 SB3_TRUST_REGION = {"max_kl": ACTION_DIMS * SETTINGS["max_kl"], "cg_damping": ACTION_DIMS * SETTINGS["cg_damping"]}

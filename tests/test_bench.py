@@ -59,11 +59,11 @@ def test_returns_short(tmp_path):
     with open(tmp_path / "returns.json") as f:
         results = json.load(f)
     summary = results["summary"]["Hopper-v5"]
-    assert set(summary) == {"tftrpo", "tftrpo-sb3kl", "sb3"}
+    assert set(summary) == {"tftrpo", "tftrpo-paperkl", "sb3"}
     for variant in summary.values():
         assert variant["seeds"] == 1 and _positive(variant["mean"])
     configs = {r.get("variant"): r.get("config") for r in results["runs"]}
-    # Hopper has 3 action dimensions: sb3-contrib's δ 0.01, λ 0.1 are 0.03, 0.3 in tftrpo's terms.
-    assert configs["tftrpo"]["max_kl"] == 0.01 and configs["tftrpo"]["cg_damping"] == 0.1
-    assert abs(configs["tftrpo-sb3kl"]["max_kl"] - 0.03) < 1e-9 and abs(configs["tftrpo-sb3kl"]["cg_damping"] - 0.3) < 1e-9
+    # Hopper has 3 action dimensions: sb3-contrib's δ 0.01, λ 0.1 are the preset's 0.03, 0.3.
+    assert abs(configs["tftrpo"]["max_kl"] - 0.03) < 1e-9 and abs(configs["tftrpo"]["cg_damping"] - 0.3) < 1e-9
+    assert configs["tftrpo-paperkl"]["max_kl"] == 0.01 and configs["tftrpo-paperkl"]["cg_damping"] == 0.1
     assert (tmp_path / "returns.png").exists()

@@ -2,16 +2,20 @@
 
 The MuJoCo preset follows rl-zoo3's tuned TRPO settings (2 envs × 1024 steps per
 iteration, observation and reward normalisation, CG 25, damping 0.1, 20 critic
-epochs; HalfCheetah δ 0.04, Swimmer γ 0.9999); Atari follows the paper's networks
-(Appendix E) with OpenAI Baselines' δ 0.001; classic control is tuned to solve
-CartPole-v1 in a few thousand steps.
+epochs; HalfCheetah δ 0.04, Swimmer γ 0.9999). rl-zoo3 tuned δ and the damping with
+sb3-contrib, whose Gaussian KL is averaged over the d action dimensions, so in this
+library's units (the paper's KL of the whole action distribution) they are
+max_kl = d·δ and cg_damping = d·λ: `rl_zoo3_trust_region`. Atari follows the paper's
+networks (Appendix E) with OpenAI Baselines' δ 0.001; classic control is tuned to
+solve CartPole-v1 in a few thousand steps.
 """
 import dataclasses
+import functools
 from typing import Dict, Optional, Tuple
 
 from tftrpo.envs import family
 
-__all__ = ["TRPOConfig", "preset", "DEFAULT_ENV"]
+__all__ = ["TRPOConfig", "preset", "rl_zoo3_trust_region", "DEFAULT_ENV"]
 
 DEFAULT_ENV = "InvertedPendulum-v5"
 
@@ -71,17 +75,47 @@ _FAMILY = {
 }
 _FAMILY["other"] = _FAMILY["classic"]
 
+# rl-zoo3's MuJoCo δ and damping λ, in sb3-contrib's units (KL averaged over action dimensions).
+_RL_ZOO3_TRUST_REGION = dict(max_kl=0.01, cg_damping=0.1)
+_RL_ZOO3_ENV_TRUST_REGION = {"HalfCheetah-v5": dict(max_kl=0.04)}
+
 _ENV = {
-    "HalfCheetah-v5": dict(max_kl=0.04),
     "Swimmer-v5": dict(discount_factor=0.9999, vine_rollout_length=50),
     "InvertedPendulum-v5": dict(steps=60_000, steps_per_env=512, eval_interval=5),
     "Pendulum-v1": dict(steps_per_env=1024, normalize_rewards=True, max_kl=0.02, lambda_value=0.95),
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _action_dimension(env_id: str) -> int:
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make(env_id)
+    try:
+        return int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+
+
+def rl_zoo3_trust_region(env_id: str) -> Tuple[float, float, int]:
+    """(δ, λ, d): rl-zoo3's max KL and CG damping for a MuJoCo task as it states them
+    (sb3-contrib's units: the Gaussian KL averaged over the d action dimensions), and d.
+
+    The MuJoCo preset uses max_kl = d·δ and cg_damping = d·λ: the same trust region in
+    the paper's units (bench/experiments/sb3_trust_region.py checks the equality on a real
+    sb3-contrib batch). InvertedPendulum (d = 1) is unchanged by the conversion.
+    """
+    values = {**_RL_ZOO3_TRUST_REGION, **_RL_ZOO3_ENV_TRUST_REGION.get(env_id, {})}
+    return values["max_kl"], values["cg_damping"], _action_dimension(env_id)
+
+
 def preset(env_id: str, **overrides) -> TRPOConfig:
     """The config for `env_id`: family defaults, then per-env settings, then `overrides`."""
     values = {**_FAMILY[family(env_id)], **_ENV.get(env_id, {})}
+    if family(env_id) == "mujoco":
+        delta, damping, d = rl_zoo3_trust_region(env_id)
+        values.update(max_kl=round(d * delta, 12), cg_damping=round(d * damping, 12))
     fields = {f.name for f in dataclasses.fields(TRPOConfig)}
     unknown = set(overrides) - fields
     if unknown:
