@@ -62,6 +62,11 @@ def paper_trust_region(env_id):
     return delta, damping
 
 
+# per-iteration columns of progress.csv kept in each tftrpo run's JSON, to look into a run afterwards
+DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_rejected", "entropy", "value_loss",
+               "explained_variance")
+
+
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     extra = []
