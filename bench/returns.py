@@ -113,8 +113,13 @@ def run_one(library, env_id, seed, steps, tf_python, sb3_python):
 
 
 def variant_of(run) -> str:
-    """The variant a run JSON belongs to (runs written before variants existed have none)."""
-    return run.get("variant") or ("sb3" if run["library"] == "sb3-contrib" else "tftrpo")
+    """The variant a run JSON belongs to. sb3-contrib's worker writes no variant field; every
+    tftrpo run has one (a tftrpo JSON without it would be ambiguous: the preset changed)."""
+    if "variant" in run:
+        return run["variant"]
+    if run["library"] == "sb3-contrib":
+        return "sb3"
+    raise ValueError(f"returns: run JSON without a variant: {run['library']} {run['env']} seed {run['seed']}")
 
 
 def report():
