@@ -10,7 +10,9 @@ from tf_agents.policies import random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 
-from tftrpo.envs import GymnasiumEnvironment, family, load, load_batched
+from tf_agents.environments import batched_py_environment
+
+from tftrpo.envs import BatchedGymnasiumEnvironment, GymnasiumEnvironment, family, load, load_batched
 
 FIRST, MID, LAST = (int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST))
 
@@ -153,6 +155,57 @@ def test_batched_equals_sequential(parallel):
         assert not np.allclose(b.observation[0], b.observation[1])
     finally:
         batched.close()
+
+
+@pytest.mark.parametrize('env_id,num_envs', [('Hopper-v5', 2), ('CartPole-v1', 3), ('Pendulum-v1', 1)])
+def test_batched_gymnasium_env_equals_tf_agents_batching(env_id, num_envs):
+    # Short time limits so that truncations (discount 0.9) and terminations (0) both occur,
+    # and Hopper's actions leave [-1, 1] so that the batched clipping is exercised.
+    def envs(seed):
+        return [load(env_id, seed=seed + i, discount=0.9, max_episode_steps=25) for i in range(num_envs)]
+
+    ours = BatchedGymnasiumEnvironment(envs(11))
+    reference = batched_py_environment.BatchedPyEnvironment(envs(11), multithreading=False)
+    assert ours.batched and ours.batch_size == num_envs
+    assert ours.time_step_spec() == reference.time_step_spec()
+    if env_id == 'Pendulum-v1':
+        acts = np.random.default_rng(2).uniform(-3, 3, size=(150, 1, 1)).astype(np.float32)
+    else:
+        acts = _actions(env_id, 150 * num_envs, seed=2).reshape((150, num_envs) + ours.action_spec().shape)
+    pairs = []
+    for i, a in enumerate(acts):
+        if i == 60:  # a reset in the middle starts every env afresh, on both sides
+            got, want = ours.reset(), reference.reset()
+        else:
+            got, want = ours.step(a), reference.step(a)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(ours.current_time_step().observation, got.observation)
+        pairs.extend(zip(got.step_type.tolist(), got.discount.tolist()))
+        for mine, theirs in zip(ours.envs, reference.envs):  # each env's latest gymnasium info
+            tf.nest.map_structure(np.testing.assert_array_equal, mine.get_info(), theirs.get_info())
+    types = [t for t, _ in pairs]
+    assert types.count(FIRST) >= 4 and types.count(LAST) >= 4
+    nine = float(np.float32(0.9))
+    ends = {(FIRST, 1.0), (MID, nine), (LAST, nine)} | ({(LAST, 0.0)} if env_id != 'Pendulum-v1' else set())
+    assert set(pairs) == ends  # truncations bootstrap (0.9), terminations do not (0)
+
+
+def test_batched_gymnasium_env_errors():
+    env = load_batched('Hopper-v5', num_envs=2, seed=0)
+    assert isinstance(env, BatchedGymnasiumEnvironment)
+    env.reset()
+    with pytest.raises(ValueError, match=r'expected \(2, 3\) \(batch of 2\), got \(3,\)'):
+        env.step(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r'got \(1, 3\)'):
+        env.step(np.zeros((1, 3), np.float32))
+    with pytest.raises(TypeError, match='GymnasiumEnvironments'):
+        BatchedGymnasiumEnvironment([gym.make('Hopper-v5')])
+    with pytest.raises(TypeError, match='non-empty'):
+        BatchedGymnasiumEnvironment([])
+    with pytest.raises(ValueError, match='same action spec'):
+        BatchedGymnasiumEnvironment([load('Hopper-v5'), load('Walker2d-v5')])
 
 
 def test_atari_pong_preprocessing():

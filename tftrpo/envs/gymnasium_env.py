@@ -50,6 +50,18 @@ def spec_from_space(space: gym.Space, role: str) -> array_spec.BoundedArraySpec:
 
 
 _LAST = int(ts.StepType.LAST)
+_MID = int(ts.StepType.MID)
+
+
+def to_gym_actions(space: gym.Space, actions: np.ndarray, clip: bool = True) -> np.ndarray:
+    """Actions of `space`, any leading batch dims: Box clipped to its bounds, in its dtype.
+
+    `np.minimum(np.maximum(...))` rather than `np.clip`, whose Python wrapper costs
+    ~15 µs on a 3-vector, a tenth of what the rest of a step of the adapter costs.
+    """
+    if isinstance(space, gym.spaces.Box) and clip:
+        actions = np.minimum(np.maximum(actions, space.low), space.high)
+    return actions.astype(space.dtype, copy=False)
 
 
 class GymnasiumEnvironment(py_environment.PyEnvironment):
@@ -79,7 +91,6 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         self._info: Dict[str, Any] = {}
         space = gym_env.action_space
         self._discrete = isinstance(space, gym.spaces.Discrete)
-        self._box = isinstance(space, gym.spaces.Box)
 
     @property
     def gym_env(self) -> gym.Env:
@@ -118,28 +129,27 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
                 f'Action shape mismatch: expected {self._action_spec.shape}, got '
                 f'{action.shape} (action spec {self._action_spec}).'
             )
-        space = self._env.action_space
-        if self._discrete:
-            return int(action)
-        if self._box:
-            if self._clip_actions:
-                action = np.clip(action, space.low, space.high)
-            return action.astype(space.dtype)
-        return action.astype(space.dtype)
+        action = to_gym_actions(self._env.action_space, action, self._clip_actions)
+        return int(action) if self._discrete else action
+
+    def _transition(self, gym_action):
+        """One `gym_env.step`: (observation, reward, step_type, discount), info kept.
+
+        `terminated` -> LAST with discount 0; `truncated` (time limit) -> LAST with the
+        env's discount, so that it is bootstrapped; otherwise MID. Shared with
+        `BatchedGymnasiumEnvironment`, which steps its envs through this.
+        """
+        obs, reward, terminated, truncated, self._info = self._env.step(gym_action)
+        if terminated:
+            return obs, reward, _LAST, 0.0
+        return obs, reward, (_LAST if truncated else _MID), self._discount
 
     def _step(self, action) -> ts.TimeStep:
-        obs, reward, terminated, truncated, self._info = self._env.step(self._gym_action(action))
-        obs = self._observation(obs)
-        reward = np.asarray(reward, dtype=np.float32)
+        obs, reward, step_type, discount = self._transition(self._gym_action(action))
         # What ts.termination / ts.truncation / ts.transition return, built directly: their
         # tf.is_tensor checks cost ~40 µs a step, a sixth of a MuJoCo step.
-        if terminated:
-            step_type, discount = ts.StepType.LAST, 0.0
-        elif truncated:
-            step_type, discount = ts.StepType.LAST, self._discount
-        else:
-            step_type, discount = ts.StepType.MID, self._discount
-        return ts.TimeStep(np.asarray(step_type, np.int32), reward, np.asarray(discount, np.float32), obs)
+        return ts.TimeStep(np.asarray(step_type, np.int32), np.asarray(reward, np.float32),
+                           np.asarray(discount, np.float32), self._observation(obs))
 
     def should_reset(self, current_time_step: ts.TimeStep) -> bool:
         """Auto-reset after LAST: PyEnvironment's own check, without `TimeStep.is_last()`.

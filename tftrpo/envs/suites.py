@@ -10,6 +10,7 @@ from tf_agents.environments import batched_py_environment
 from tf_agents.environments import parallel_py_environment
 from tf_agents.environments import py_environment
 
+from tftrpo.envs.batched import BatchedGymnasiumEnvironment
 from tftrpo.envs.gymnasium_env import GymnasiumEnvironment
 
 
@@ -109,10 +110,11 @@ def load_batched(
 ) -> py_environment.PyEnvironment:
     """`num_envs` copies of `load(env_id, seed=seed + i, **kwargs)` as one env.
 
-    parallel: 'serial' (default; `BatchedPyEnvironment` stepping the envs in
-    the calling thread: fastest on a 2-core box, see the report), 'threads'
-    (`BatchedPyEnvironment` thread pool) or 'processes' (`ParallelPyEnvironment`,
-    one process per env). `False`/`True` mean 'serial'/'processes'.
+    parallel: 'serial' (default; `BatchedGymnasiumEnvironment`, stepping the
+    envs in the calling thread: fastest on a 2-core box, see bench/README.md),
+    'threads' (TF-Agents' `BatchedPyEnvironment` with a thread pool) or
+    'processes' (`ParallelPyEnvironment`, one process per env). `False`/`True`
+    mean 'serial'/'processes'.
     """
     mode = {False: 'serial', True: 'processes'}.get(parallel, parallel)
     if mode not in ('serial', 'threads', 'processes'):
@@ -125,6 +127,6 @@ def load_batched(
         if not mp.initialized():  # tf-agents refuses to fork before this
             mp.enable_interactive_mode()
         return parallel_py_environment.ParallelPyEnvironment(ctors)
-    return batched_py_environment.BatchedPyEnvironment(
-        [ctor() for ctor in ctors], multithreading=mode == 'threads'
-    )
+    if mode == 'threads':
+        return batched_py_environment.BatchedPyEnvironment([ctor() for ctor in ctors], multithreading=True)
+    return BatchedGymnasiumEnvironment([ctor() for ctor in ctors])
