@@ -41,26 +41,31 @@ def tensorboard_tags(logdir):
 
 def test_train_kill_resume_export_and_play(tmp_path):
     run_dir = tmp_path / "runs" / "cp"
-    # A long budget, killed once a few iterations are checkpointed.
+    # A long budget, checkpointed every 2 iterations, killed once a few are done.
     proc = subprocess.Popen([sys.executable, "-m", "tftrpo.train", *SHORT, "--steps", "200000",
-                             "--run-dir", str(run_dir)], cwd=tmp_path, env=ENV,
+                             "--checkpoint-interval", "2", "--run-dir", str(run_dir)], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:
-        if (run_dir / "progress.csv").exists() and len(progress(run_dir)) >= 3:
+        if (run_dir / "progress.csv").exists() and len(progress(run_dir)) >= 5:
             break
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = progress(run_dir)
-    assert len(before) >= 3
+    assert len(before) >= 5
+    saved = sorted(int(name.split("-")[1].split(".")[0]) for name in os.listdir(run_dir / "checkpoints")
+                   if name.startswith("ckpt-") and name.endswith(".index"))
+    assert saved and all(n % 2 == 0 for n in saved) and 4 <= saved[-1] <= len(before)
 
     cli("train", "--run-dir", str(run_dir), "--resume", "--steps", str(int(before[-1]["env_steps"]) + 1024),
         cwd=tmp_path)
     rows = progress(run_dir)
     iterations = [int(r["iteration"]) for r in rows]
     steps = [int(r["env_steps"]) for r in rows]
-    # The counters continue from the checkpoint: no iteration repeated, none skipped, steps monotone.
+    # The counters continue from the checkpoint: the rows after it were dropped and redone,
+    # no iteration repeated, none skipped, steps monotone.
+    assert rows[:saved[-1]] == before[:saved[-1]]
     assert iterations == list(range(1, len(rows) + 1))
     assert all(b > a for a, b in zip(steps, steps[1:]))
     assert len(rows) > len(before) - 1
@@ -104,6 +109,9 @@ def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     assert nonsense.returncode == 2 and "--max-kl" in nonsense.stderr
     negative = cli("train", "--max-kl", "-1", "--env", "CartPole-v1", "--steps", "10", cwd=tmp_path, check=False)
     assert negative.returncode == 2 and "max_kl must be > 0" in negative.stderr
+    assert not (tmp_path / "runs").exists()  # a rejected run leaves no directory behind
+    never = cli("train", "--checkpoint-interval", "0", "--env", "CartPole-v1", cwd=tmp_path, check=False)
+    assert never.returncode == 2 and "--checkpoint-interval must be >= 1" in never.stderr
 
     missing = cli("train", "--run-dir", str(tmp_path / "nope"), "--resume", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "nothing to resume" in missing.stderr

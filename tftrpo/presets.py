@@ -54,6 +54,9 @@ class TRPOConfig:
     vine_branch_envs: int = 64
     eval_interval: int = 10  # iterations between deterministic evaluations
     eval_episodes: int = 5
+    # Iterations between checkpoints (the last iteration is always saved). A resumed run
+    # continues from the last one; a save costs ~35 ms, ~4% of a 2048-step MuJoCo iteration.
+    checkpoint_interval: int = 10
 
     def agent_kwargs(self) -> Dict:
         """The `TRPOAgent` keyword arguments of this config."""

@@ -6,7 +6,8 @@
     tftrpo-train --run-dir runs/cp --resume        # continue a run exactly where it stopped
 
 A run directory holds config.json, TensorBoard logs (tensorboard/), checkpoints
-(checkpoints/, written by TF-Agents' Checkpointer every iteration), progress.csv and
+(checkpoints/, written by TF-Agents' Checkpointer every --checkpoint-interval iterations
+and at the end), progress.csv and
 learning_curve.png. At the end the greedy policy is exported with PolicySaver to
 savedmodels/<run>/ (observation normalisation included).
 """
@@ -72,7 +73,7 @@ def _overrides(args) -> dict:
 
 
 def _check_positive(config: presets.TRPOConfig):
-    for name in ("steps", "num_envs", "steps_per_env", "eval_interval", "eval_episodes"):
+    for name in ("steps", "num_envs", "steps_per_env", "eval_interval", "eval_episodes", "checkpoint_interval"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.steps_per_env < 2:
@@ -163,11 +164,6 @@ def run(args) -> dict:
     from tftrpo.sampling.single_path import SinglePathCollector
     from tftrpo.sampling.vine import VineCollector
 
-    os.makedirs(run_dir, exist_ok=True)
-    if not args.resume:
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": sampling,
-                       "config": dataclasses.asdict(config)}, f, indent=2)
     # Python's `random` too: Keras draws the seeds of unseeded initializers from it.
     tf.keras.utils.set_random_seed(seed)
 
@@ -214,6 +210,13 @@ def run(args) -> dict:
         evaluate_fn()
         return float(eval_return.result())
 
+    # The run directory is made only once the config has built an agent and a collector, so a
+    # rejected command line leaves nothing behind that the next attempt would refuse to overwrite.
+    os.makedirs(run_dir, exist_ok=True)
+    if not args.resume:
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": sampling,
+                       "config": dataclasses.asdict(config)}, f, indent=2)
     checkpointer = _checkpointer(run_dir, args.resume, agent=agent, train_step=train_step,
                                  env_steps=env_steps, branch_steps=branch_steps)
     progress_csv = os.path.join(run_dir, "progress.csv")
@@ -254,7 +257,8 @@ def run(args) -> dict:
                        value_loss=float(extra.value_loss), explained_variance=float(extra.explained_variance),
                        steps_per_second=round(steps_per_second, 1), wall_time=round(time.time() - start, 2))
             _append_progress(progress_csv, row)
-            checkpointer.save(train_step)
+            if iteration % config.checkpoint_interval == 0 or step >= config.steps:
+                checkpointer.save(train_step)
             _report(bar, row, last_eval)
     if bar is not None:
         bar.close()
@@ -350,7 +354,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"tftrpo-train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tftrpo-train: interrupted; the last checkpoint is intact: continue with --resume", file=sys.stderr)
+        print("tftrpo-train: interrupted; the last checkpoint (saved every --checkpoint-interval iterations) "
+              "is intact: continue from it with --resume", file=sys.stderr)
         return 130
     return 0
 
