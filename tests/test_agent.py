@@ -8,6 +8,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from tftrpo import TRPOAgent, networks
+from tftrpo.agent import minibatch_orders
 from trajectories import random_experience
 
 OBS_SPEC = tensor_spec.TensorSpec([11], tf.float32, "observation")
@@ -108,6 +109,56 @@ def test_step_direction_moves_parameters_and_trains_value_net():
     assert any(not np.array_equal(a, v.numpy()) for a, v in zip(value_before, agent._value_net.trainable_variables))
     assert float(info.extra.value_loss) < loss
     assert int(agent.train_step_counter.numpy()) == 3
+
+
+def test_minibatch_orders_visit_each_weighted_sample_once_per_epoch():
+    weights = tf.constant([1.0, 0.0, 0.5, 1.0, 0.0, 2.0, 1.0, 0.0])  # last: the padding sample
+    orders = minibatch_orders(weights, epochs=4, size=3).numpy()
+    assert orders.shape == (4, 8 + 3)
+    valid = {0, 2, 3, 5, 6}
+    for row in orders:
+        assert set(row[:5]) == valid and len(set(row[:5])) == 5  # a permutation of the valid samples
+        assert sorted(row[5:8]) == [1, 4, 7] and list(row[8:]) == [7, 7, 7]
+    assert len({tuple(row[:5]) for row in orders}) > 1  # fresh orders per epoch
+
+
+@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
+def test_value_regression_equals_plain_minibatch_adam(jit_compile):
+    # The agent's compiled regression on a flat batch with zero-weight (masked) and
+    # fractional-weight samples, 21 valid samples in minibatches of 5 (the last one
+    # partial), against an eager Keras loop over minibatches cut from the valid samples.
+    agent = make_agent(value_train_epochs=3, value_minibatch_size=5, jit_compile=jit_compile)
+    rng = np.random.default_rng(0)
+    n = 30
+    obs = rng.normal(size=(n + 1, 11)).astype(np.float32)
+    returns = rng.normal(size=n + 1).astype(np.float32)
+    weights = np.where(rng.uniform(size=n + 1) < 0.25, 0.0, rng.uniform(0.5, 1.5, size=n + 1)).astype(np.float32)
+    weights[-1] = 0.0
+    num_valid = int(np.sum(weights > 0))
+    orders = minibatch_orders(tf.constant(weights), 3, 5)
+
+    reference_net = networks.value_network(OBS_SPEC, (16, 16))
+    reference_net.create_variables()
+    for mine, theirs in zip(reference_net.variables, agent._value_net.variables):
+        mine.assign(theirs)
+    optimizer = tf.keras.optimizers.Adam(1e-3)
+    for order in orders.numpy():
+        valid_order = order[:num_valid]
+        for start in range(0, num_valid, 5):
+            idx = valid_order[start:start + 5]
+            with tf.GradientTape() as tape:
+                values, _ = reference_net(obs[idx])
+                loss = tf.reduce_sum(weights[idx] * tf.square(values - returns[idx])) / np.sum(weights[idx])
+            grads = tape.gradient(loss, reference_net.trainable_variables)
+            optimizer.apply_gradients(zip(grads, reference_net.trainable_variables))
+
+    before = [v.numpy().copy() for v in agent._value_net.trainable_variables]
+    agent._value_regression(tf.constant(obs), tf.constant(returns), tf.constant(weights), orders,
+                            tf.constant(num_valid))
+    assert int(agent._optimizer.iterations.numpy()) == 3 * 5  # ceil(21 / 5) steps per epoch
+    for got, want, old in zip(agent._value_net.trainable_variables, reference_net.trainable_variables, before):
+        assert not np.allclose(got.numpy(), old)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_compiled_update_traces_once_over_iterations_and_shapes():

@@ -78,6 +78,19 @@ def _repeat(times, fn):
     tf.while_loop(lambda i: i < times, once, (tf.constant(0),))
 
 
+def minibatch_orders(weights, epochs: int, size: int):
+    """[epochs, N + size] sample orders for minibatch epochs over the N samples of `weights`.
+
+    Row e lists the samples with weight > 0 in a fresh random order, then the others,
+    then `size` copies of N − 1 (a zero-weight padding sample), so that every slice
+    [k·size, (k+1)·size) with k·size < #valid exists: minibatches of static size whose
+    zero-weight entries do not count in a weighted-mean loss.
+    """
+    num = tf.shape(weights)[0]
+    keys = tf.random.uniform([epochs, num]) + tf.cast(weights <= 0, tf.float32)
+    return tf.concat([tf.argsort(keys, axis=1, stable=True), tf.fill([epochs, size], num - 1)], axis=1)
+
+
 def _check_finite(nest, what: str):
     for i, t in enumerate(tf.nest.flatten(nest)):
         if t.dtype.is_floating:
@@ -126,6 +139,9 @@ class TRPOAgent(tf_agent.TFAgent):
         "auto" uses the equal Gauss-Newton form Jᵀ(∇²_p KL)J v, about twice as
         fast, for feed-forward Gaussian and categorical policies, and "hessian"
         otherwise (recurrent actors, other distributions).
+      jit_compile: compile the value net's minibatch regression with XLA
+        (feed-forward value nets): the same updates, about twice as fast on CPU.
+        False runs it as a plain TF graph (for ops or optimizers XLA lacks).
       debug_summaries: write histograms (advantages, returns, values, actions).
       summarize_grads_and_vars: write gradient and variable histograms.
       train_step_counter: counter incremented by each `train` call.
@@ -155,6 +171,7 @@ class TRPOAgent(tf_agent.TFAgent):
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
         fisher_vector_product: str = "auto",
+        jit_compile: bool = True,
         debug_summaries: bool = False,
         summarize_grads_and_vars: bool = False,
         train_step_counter: Optional[tf.Variable] = None,
@@ -242,6 +259,8 @@ class TRPOAgent(tf_agent.TFAgent):
         )
         self._vine_update = common.function(
             self._vine_update_fn, input_signature=(self.vine_data_spec,), autograph=False)
+        # XLA fuses the small ops of the 64-unit value regression: ~2x faster on CPU.
+        self._value_regression = tf.function(self._value_regression_fn, autograph=False, jit_compile=jit_compile)
 
     @property
     def vine_data_spec(self) -> "VineExperience":
@@ -554,31 +573,45 @@ class TRPOAgent(tf_agent.TFAgent):
             _repeat(self._value_epochs, lambda: self._value_gradient_step(sequence_loss))
             return sequence_loss()
 
-        valid = mask > 0
-        flat_obs = tf.nest.map_structure(lambda o: tf.boolean_mask(o, valid), observations)
-        flat_returns = tf.boolean_mask(returns, valid)
-        flat_weights = tf.boolean_mask(mask, valid)
+        # [B·T] samples plus one zero-weight padding row, so that every minibatch has the
+        # static size the XLA-compiled regression needs (padding and masked steps carry
+        # weight 0, and each minibatch loss is a weighted mean: the same steps as
+        # minibatches cut from the valid samples alone).
+        def flat(x):
+            x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+            return tf.concat([x, tf.zeros_like(x[:1])], 0)
 
-        def minibatch_loss(indices):
-            obs = tf.nest.map_structure(lambda o: tf.gather(o, indices), flat_obs)
-            values, _ = self._value_net(obs, training=True)
-            return ng.masked_mean(tf.square(values - tf.gather(flat_returns, indices)),
-                                  tf.gather(flat_weights, indices))
+        flat_obs = tf.nest.map_structure(flat, observations)
+        flat_returns, flat_weights = flat(returns), flat(mask)
+        num = tf.shape(flat_weights)[0] - 1
+        if self._value_epochs:
+            orders = minibatch_orders(flat_weights, self._value_epochs, self._value_minibatch_size)
+            num_valid = tf.reduce_sum(tf.cast(flat_weights > 0, tf.int32))
+            self._value_regression(flat_obs, flat_returns, flat_weights, orders, num_valid)
+        return self._value_minibatch_loss(flat_obs, flat_returns, flat_weights, tf.range(num))
 
-        num = tf.shape(flat_returns)[0]
+    def _value_minibatch_loss(self, flat_obs, flat_returns, flat_weights, indices):
+        """Weighted mean squared error of V_φ on the samples `indices` of the flat batch."""
+        obs = tf.nest.map_structure(lambda o: tf.gather(o, indices), flat_obs)
+        values, _ = self._value_net(obs, training=True)
+        return ng.masked_mean(tf.square(values - tf.gather(flat_returns, indices)), tf.gather(flat_weights, indices))
+
+    def _value_regression_fn(self, flat_obs, flat_returns, flat_weights, orders, num_valid):
+        """The value net's minibatch Adam epochs: `orders[e]` is epoch e's sample order."""
         size = self._value_minibatch_size
 
-        def epoch():
-            order = tf.random.shuffle(tf.range(num))
-
+        def epoch(e):
             def minibatch(start):
-                self._value_gradient_step(lambda: minibatch_loss(order[start:start + size]))
+                indices = tf.slice(orders[e], [start], [size])
+                self._value_gradient_step(
+                    lambda: self._value_minibatch_loss(flat_obs, flat_returns, flat_weights, indices))
                 return start + size
 
-            tf.while_loop(lambda start: start < num, minibatch, (tf.constant(0),))
+            tf.while_loop(lambda start: start < num_valid, minibatch, (tf.constant(0),))
+            return e + 1
 
-        _repeat(self._value_epochs, epoch)
-        return minibatch_loss(tf.range(num))
+        tf.while_loop(lambda e: e < self._value_epochs, epoch, (tf.constant(0),))
+        return tf.constant(0)
 
     def _value_gradient_step(self, loss_fn):
         value_vars = self._value_net.trainable_variables
