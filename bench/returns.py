@@ -190,23 +190,27 @@ def markdown_table(runs) -> str:
     return "\n".join(lines)
 
 
+ISSUE_SEEDS = (0, 1, 2)  # the issue's 3 seeds per task; more seeds get a row of their own
+
+
 def target_table(runs) -> str:
-    """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's, over the seeds
-    both have finished (and the same for the variant with δ on the whole KL)."""
+    """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's over the issue's
+    seeds 0-2, and, where both libraries have run more seeds, over all the seeds both have
+    finished (the variant with δ on the whole KL where it has run them all)."""
     lines = ["| env | seeds | tftrpo | tftrpo, δ on the whole KL | sb3-contrib | tftrpo ≥ sb3-contrib? |",
              "|---|---|---|---|---|---|"]
     for env_id in ENVS:
         by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
                       for v in VARIANTS}
-        seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
-        if not seeds:
-            continue
-        means = {v: np.mean([by_variant[v][s] for s in seeds]) if all(s in by_variant[v] for s in seeds) else None
-                 for v in VARIANTS}
-        cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
-        verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
-        lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-paperkl']} "
-                     f"| {cell['sb3']} | {verdict} |")
+        common = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+        issue = [s for s in common if s in ISSUE_SEEDS]
+        for seeds in ([issue] if issue else []) + ([common] if len(common) > len(issue) else []):
+            means = {v: np.mean([by_variant[v][s] for s in seeds]) if all(s in by_variant[v] for s in seeds)
+                     else None for v in VARIANTS}
+            cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
+            verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
+            lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-paperkl']} "
+                         f"| {cell['sb3']} | {verdict} |")
     return "\n".join(lines)
 
 
