@@ -43,6 +43,7 @@ class SinglePathCollector:
         if steps_per_env < 2:
             raise ValueError(f"SinglePathCollector: steps_per_env must be >= 2, got {steps_per_env}")
         self._policy = policy
+        self._single_action = not tf.nest.is_nested(policy.action_spec)
         self._length = int(steps_per_env)
         py_env = env.pyenv if isinstance(env, tf_py_environment.TFPyEnvironment) else env
         if isinstance(py_env, py_environment.PyEnvironment) and not py_env.batched:
@@ -98,10 +99,14 @@ class SinglePathCollector:
         """Calls a Python env method returning a batched TimeStep, as graph tensors of its spec."""
         spec = tensor_spec.add_outer_dims_nest(self._policy.time_step_spec, (self._num_envs,))
         flat_spec = tf.nest.flatten(spec)
+        dtypes = [s.dtype.as_numpy_dtype for s in flat_spec]
+        # A TimeStep with one observation array flattens to its own fields, in order; the
+        # per-step call skips tf.nest then (it runs 1024 times an iteration, GIL held).
+        flatten = tf.nest.flatten if tf.nest.is_nested(self._policy.time_step_spec.observation) else list
 
         def call(*flat_args):
-            time_step = fn(*flat_args)
-            return [np.asarray(x, s.dtype.as_numpy_dtype) for x, s in zip(tf.nest.flatten(time_step), flat_spec)]
+            return [x if type(x) is np.ndarray and x.dtype == d else np.asarray(x, d)  # pylint: disable=unidiomatic-typecheck
+                    for x, d in zip(flatten(fn(*flat_args)), dtypes)]
 
         flat = tf.numpy_function(call, list(args), [s.dtype for s in flat_spec], stateful=True)
         for tensor, s in zip(flat, flat_spec):
@@ -115,6 +120,8 @@ class SinglePathCollector:
             return self._py_env.reset()
 
     def _step(self, *flat_action):
+        if self._single_action:
+            return self._py_env.step(flat_action[0])
         return self._py_env.step(tf.nest.pack_sequence_as(self._policy.action_spec, list(flat_action)))
 
     def _rollout(self):
