@@ -288,6 +288,7 @@ def worker_tftrpo_profile(args):
                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
            "env_steps_per_iteration": steps, "warmup_iterations": warm, "warmup_seconds": warmup_s,
            "iterations": args.iterations, "parts_seconds": parts, "train_extras": extras,
+           "checkpoint_interval": config.checkpoint_interval,
            "os_threads_at_exit": _proc_threads()}
     with open(args.out, "w") as f:
         json.dump(out, f)
@@ -621,6 +622,9 @@ def _breakdown(profile, summary, raw):
     sb3_env_ms = 1e3 * n / raw["sb3:sb3_dummy_vec_env"]["median"]
     return {
         "env_steps_per_iteration": n,
+        # checkpoint_save below is the mean per iteration of one save every this many iterations
+        # (profiles written before the interval existed saved every iteration)
+        "checkpoint_interval": profile.get("checkpoint_interval", 1),
         "tftrpo_profiled_median_ms": {
             "collect": collect, "train": train, "checkpoint_save": p["checkpoint_s"],
             "gym_raw_stepping_same_steps": gym_ms, "tftrpo_py_batched_env_same_steps": py_ms,
@@ -686,7 +690,8 @@ def plot(path, payload):
                    ("rollout loop: policy net, env calls, trajectory", d["rollout_loop_policy_and_env_calls"],
                     "tab:orange"),
                    ("train", t["train"], "tab:blue"),
-                   ("checkpoint save (every 10 iterations, per iteration)", t["checkpoint_save"], "tab:grey")]
+                   (f"checkpoint save (every {b.get('checkpoint_interval', 1)} iterations, per iteration)",
+                    t["checkpoint_save"], "tab:grey")]
         gym_sb3 = 1e3 * b["env_steps_per_iteration"] / payload["raw_stepping_steps_per_second"]["sb3:gym_single"]["median"]
         segs_sb = [("gymnasium/MuJoCo stepping", gym_sb3, "tab:green"),
                    ("env wrappers (tftrpo py env / sb3 DummyVecEnv)", max(0.0, sb3_env - gym_sb3), "yellowgreen"),
