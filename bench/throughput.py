@@ -199,7 +199,7 @@ def worker_tftrpo_profile(args):
     env = tf_py_environment.TFPyEnvironment(load_batched(ENV_ID, num_envs=config.num_envs, seed=seed))
     train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
     agent = make_agent(config, env, train_step)  # exactly the CLI's agent
-    collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env)
+    collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, seed=seed)  # as the CLI
     steps = collector.simulator_steps_per_collect
     ckpt_dir = tempfile.mkdtemp(prefix="tftrpo-throughput-ckpt-")
     checkpointer = tfa_common.Checkpointer(ckpt_dir=ckpt_dir, max_to_keep=3, agent=agent, train_step=train_step)
@@ -288,7 +288,7 @@ def worker_tftrpo_profile(args):
                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
            "env_steps_per_iteration": steps, "warmup_iterations": warm, "warmup_seconds": warmup_s,
            "iterations": args.iterations, "parts_seconds": parts, "train_extras": extras,
-           "checkpoint_interval": config.checkpoint_interval,
+           "checkpoint_interval": config.checkpoint_interval, "uses_numpy_policy": collector.uses_numpy_policy,
            "os_threads_at_exit": _proc_threads()}
     with open(args.out, "w") as f:
         json.dump(out, f)
@@ -629,8 +629,9 @@ def _breakdown(profile, summary, raw):
             "collect": collect, "train": train, "checkpoint_save": p["checkpoint_s"],
             "gym_raw_stepping_same_steps": gym_ms, "tftrpo_py_batched_env_same_steps": py_ms,
             "tfagents_driver_random_policy_same_steps": drv_ms},
-        # collection = raw gym + tftrpo's Python env layer + the compiled rollout loop (policy
-        # network, one numpy_function env call per step, TensorArrays): differences of medians.
+        # collection = raw gym + tftrpo's Python env layer + the rollout loop (the policy: NumPy
+        # mirror or TF graph, see the profile's uses_numpy_policy; the trajectory arrays):
+        # differences of medians.
         # For reference, TF-Agents' DynamicStepDriver with a random policy and no observers.
         "tftrpo_collect_decomposition_ms": {
             "gymnasium_mujoco_stepping": gym_ms, "tftrpo_python_env_layer": py_ms - gym_ms,

@@ -36,20 +36,36 @@ def _reference_rollouts(tf_env, policy, steps, collects, metrics=()):
     return batches
 
 
+@pytest.mark.parametrize("numpy_policy", [False, True], ids=["tf-loop", "numpy-policy"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Hopper-v5"])
-def test_compiled_rollout_equals_tf_agents_step_by_step(env_id):
-    """Same envs, same deterministic policy: bit-identical batches, episodes continuing across collects."""
+def test_rollout_equals_tf_agents_step_by_step(env_id, numpy_policy):
+    """Same envs, same deterministic policy: the batches of TF-Agents' step-by-step rollout.
+
+    Bit-identical for the compiled TF loop. The NumPy policy rounds its float32 sums in
+    another order than TF's kernels (~1e-7), so on Hopper observations and rewards agree
+    to a tolerance; step types, discounts and CartPole's actions must still be identical.
+    """
     tf.random.set_seed(0)
     # Time limits of 30 steps: episodes end inside every batch whatever the policy does.
     tf_env = tf_py_environment.TFPyEnvironment(load_batched(env_id, 2, seed=3, max_episode_steps=30))
     agent = make_agent(preset(env_id), tf_env, tf.Variable(0, dtype=tf.int64))
-    collector = SinglePathCollector(load_batched(env_id, 2, seed=3, max_episode_steps=30), agent.policy, 100)
+    collector = SinglePathCollector(load_batched(env_id, 2, seed=3, max_episode_steps=30), agent.policy, 100,
+                                    numpy_policy=numpy_policy)
+    assert collector.uses_numpy_policy == numpy_policy
     returns = tf_metrics.AverageReturnMetric(batch_size=2, buffer_size=1000)
     expected = _reference_rollouts(tf_env, agent.policy, 100, 3, [returns])
     steps = 0
+
+    def check(got, want):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if numpy_policy and got.dtype.is_floating:
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+
     for want in expected:
         got = collector.collect()
-        tf.nest.map_structure(lambda a, b: np.testing.assert_array_equal(a.numpy(), b.numpy()), got, want)
+        tf.nest.map_structure(check, got, want)
         assert got.reward.shape == (2, 100)
         steps += collector.last_env_steps
         assert collector.last_env_steps == int(np.sum(want.step_type.numpy() != ts.StepType.LAST))
@@ -57,6 +73,30 @@ def test_compiled_rollout_equals_tf_agents_step_by_step(env_id):
     all_steps = np.concatenate([b.step_type.numpy() for b in expected], axis=1)
     assert (all_steps == ts.StepType.LAST).sum() >= 2 * 300 // 32  # a LAST at least every 32 time steps
     assert steps < 2 * 100 * 3
+
+
+def test_numpy_policy_collects_from_the_collect_policy_as_updated():
+    """The agent's collect policy is mirrored by default; each collect reads its current weights."""
+    tf.random.set_seed(0)
+    env = load_batched("Pendulum-v1", 2, seed=0)
+    agent = make_agent(preset("Pendulum-v1"), tf_py_environment.TFPyEnvironment(env), tf.Variable(0, dtype=tf.int64))
+    collector = SinglePathCollector(env, agent.collect_policy, 200, seed=1)
+    assert collector.uses_numpy_policy
+    before = collector.collect()
+    assert before.action.dtype == tf.float32 and before.action.shape == (2, 200, 1)
+    # Sampled, not greedy: actions spread around the policy's mean with its std (log σ = 0).
+    residual = before.action - agent.collect_policy.distribution(
+        ts.TimeStep(before.step_type, before.reward, before.discount, before.observation)).action.mean()
+    np.testing.assert_allclose(np.std(residual.numpy()), 1.0, rtol=0.1)
+    agent._actor_net._projection_networks._bias.bias.assign([np.log(0.01)])  # σ = 0.01
+    after = collector.collect()
+    residual = after.action - agent.collect_policy.distribution(
+        ts.TimeStep(after.step_type, after.reward, after.discount, after.observation)).action.mean()
+    np.testing.assert_allclose(np.std(residual.numpy()), 0.01, rtol=0.1)
+    # The same seed gives the same batches.
+    again = SinglePathCollector(load_batched("Pendulum-v1", 2, seed=0), agent.collect_policy, 200, seed=1)
+    agent._actor_net._projection_networks._bias.bias.assign([0.0])
+    tf.nest.map_structure(lambda a, b: np.testing.assert_array_equal(a.numpy(), b.numpy()), again.collect(), before)
 
 
 def test_episode_tracker_matches_tf_agents_metrics():
@@ -102,6 +142,7 @@ def test_recurrent_policy_state_is_carried_through_the_rollout():
         tf_env.observation_spec(), tf_env.action_spec(), lstm_size=(8,))
     policy = actor_policy.ActorPolicy(tf_env.time_step_spec(), tf_env.action_spec(), net)
     collector = SinglePathCollector(tf_env, policy, 32)
+    assert not collector.uses_numpy_policy
     batch = collector.collect()
     assert batch.action.shape == (2, 32)
     assert set(np.unique(batch.action.numpy())) <= {0, 1}
@@ -117,3 +158,8 @@ def test_unbatched_py_env_and_bad_arguments():
         SinglePathCollector(env, agent.collect_policy, 1)
     with pytest.raises(TypeError, match="PyEnvironment or a batched TFEnvironment"):
         SinglePathCollector("CartPole-v1", agent.collect_policy, 16)
+    rnn_policy = actor_policy.ActorPolicy(tf_env.time_step_spec(), tf_env.action_spec(),
+                                          actor_distribution_rnn_network.ActorDistributionRnnNetwork(
+                                              tf_env.observation_spec(), tf_env.action_spec(), lstm_size=(4,)))
+    with pytest.raises(ValueError, match="numpy_policy=True.*recurrent"):
+        SinglePathCollector(env, rnn_policy, 16, numpy_policy=True)

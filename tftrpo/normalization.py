@@ -19,10 +19,18 @@ class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
         super().__init__(tensor_spec, scope=scope)
         self._clip_value = float(clip_value)
 
-    def normalize(self, tensor, clip_value=None, center_mean=True, variance_epsilon=1e-8):
+    variance_epsilon = 1e-8  # ε in (x − μ)/√(σ² + ε)
+
+    def normalize(self, tensor, clip_value=None, center_mean=True, variance_epsilon=None):
         clip = self._clip_value if clip_value is None else clip_value
-        return super().normalize(tensor, clip_value=clip, center_mean=center_mean,
-                                 variance_epsilon=variance_epsilon)
+        epsilon = self.variance_epsilon if variance_epsilon is None else variance_epsilon
+        return super().normalize(tensor, clip_value=clip, center_mean=center_mean, variance_epsilon=epsilon)
+
+    def mean_and_variance(self):
+        """The current estimates as NumPy arrays, nested like the spec: what `normalize` uses."""
+        means, variances = self._get_mean_var_estimates()
+        pack = lambda xs: tf.nest.pack_sequence_as(self._tensor_spec, [x.numpy() for x in xs])
+        return pack(means), pack(variances)
 
     def _get_mean_var_estimates(self):
         """Mean and variance per element; the identity (0, 1) until two samples are seen.

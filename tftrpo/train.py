@@ -191,7 +191,7 @@ def run(args) -> dict:
         except (env_state.UnsupportedEnvError, ValueError) as e:
             raise UsageError(f"vine sampling on {env_id}: {e}")
     else:
-        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env)
+        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, seed=seed)
 
     def collect_and_train():
         """One iteration: (LossInfo, simulator steps, of which branch steps)."""

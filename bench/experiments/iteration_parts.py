@@ -9,7 +9,8 @@ on alternating iterations (so both see the same machine load):
   after   `load_batched` (`BatchedGymnasiumEnvironment`), the XLA value regression (the
           default), a checkpoint every 10 iterations (`tftrpo-train`'s default)
 
-Each iteration times `collector.collect()`, `agent.train()` and the checkpoint save, with the
+Both collect with the TF policy in the compiled loop (`numpy_policy=False`), as that release
+did; `collect_policy.py` compares the NumPy policy that came after. Each iteration times `collector.collect()`, `agent.train()` and the checkpoint save, with the
 Hopper preset, 1 TF thread, and optionally a TensorBoard writer as the CLI has.
 
   python bench/experiments/iteration_parts.py [--iterations 12] [--writer]
@@ -57,7 +58,9 @@ def main():
                           networks.actor_network(env.observation_spec(), env.action_spec()),
                           networks.value_network(env.observation_spec()), tf.keras.optimizers.Adam(1e-3),
                           jit_compile=after, train_step_counter=step, **config.agent_kwargs())
-        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env)
+        # Both with the TF policy in the compiled loop, as in that release (the NumPy policy
+        # that came after has its own comparison: collect_policy.py).
+        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, numpy_policy=False)
         checkpointer = common.Checkpointer(ckpt_dir=tempfile.mkdtemp(), max_to_keep=3, agent=agent, train_step=step)
         interval = config.checkpoint_interval if after else 1
 

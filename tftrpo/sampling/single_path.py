@@ -1,16 +1,20 @@
 """The single-path sampling scheme of Section 5.1.
 
 Whole trajectories from π_θold, as the [B, T] `Trajectory` batch `TRPOAgent.train`
-takes. For Python environments (a batched `PyEnvironment`, or the
-`TFPyEnvironment` around one) the rollout is one compiled `tf.while_loop`: the
-policy runs in the graph, the environments are stepped by one `tf.numpy_function`
-per step, and the trajectory is gathered in `TensorArray`s. This is what TF-Agents'
-`DynamicStepDriver` + `TFUniformReplayBuffer` + return metrics compute, at a lower
-cost per step: on 2048 Hopper-v5 steps the loop costs 266 ms beyond the environments,
-where those parts cost 431 ms (bench/README.md). Other `TFEnvironment`s use those
-TF-Agents parts.
+takes. For Python environments (a batched `PyEnvironment`, or the `TFPyEnvironment`
+around one) there are two rollouts, giving the same batches:
+
+- a Python loop with the policy mirrored in NumPy (`NumpyActorPolicy`), for the
+  feed-forward actor policies it reproduces (tftrpo's MLP actors): per step, ~20 µs
+  beyond the environments on 2 Hopper-v5 envs;
+- otherwise one compiled `tf.while_loop`: the policy runs in the graph, the envs are
+  stepped by one `tf.numpy_function` per step, and the trajectory is gathered in
+  `TensorArray`s, ~240 µs a step beyond the environments. (TF-Agents'
+  `DynamicStepDriver` + `TFUniformReplayBuffer` cost more; bench/README.md.)
+
+Other `TFEnvironment`s use those TF-Agents parts.
 """
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +27,7 @@ from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
 
 from tftrpo.sampling.episodes import BatchedEpisodeTracker
+from tftrpo.sampling.numpy_policy import NumpyActorPolicy, unsupported_reason
 
 __all__ = ["SinglePathCollector"]
 
@@ -36,10 +41,16 @@ class SinglePathCollector:
       policy: the TF policy that acts (`agent.collect_policy`).
       steps_per_env: T, the length of each row of the batch.
       episodes_to_average: finished episodes averaged by `recent_episodes()`.
+      numpy_policy: act with `NumpyActorPolicy(policy)` in a Python loop (Python
+        environments only). None: when the policy can be mirrored; True: always (an
+        error says why a policy cannot be); False: never (the compiled TF loop).
+      seed: seed of the NumPy policy's sampling; None draws one from TF's global
+        generator, so `tf.keras.utils.set_random_seed` makes runs repeatable.
     """
 
     def __init__(self, env: Union[py_environment.PyEnvironment, tf_environment.TFEnvironment], policy,
-                 steps_per_env: int, episodes_to_average: int = 20):
+                 steps_per_env: int, episodes_to_average: int = 20, numpy_policy: Optional[bool] = None,
+                 seed: Optional[int] = None):
         if steps_per_env < 2:
             raise ValueError(f"SinglePathCollector: steps_per_env must be >= 2, got {steps_per_env}")
         self._policy = policy
@@ -48,10 +59,23 @@ class SinglePathCollector:
         py_env = env.pyenv if isinstance(env, tf_py_environment.TFPyEnvironment) else env
         if isinstance(py_env, py_environment.PyEnvironment) and not py_env.batched:
             py_env = batched_py_environment.BatchedPyEnvironment([py_env])
+        self._numpy_policy = None
         if isinstance(py_env, py_environment.PyEnvironment):
             self._py_env = py_env
             self._num_envs = py_env.batch_size
-            self._collect = common.function(self._rollout, autograph=False)
+            reason = unsupported_reason(policy) if numpy_policy is not False else "numpy_policy=False"
+            if reason is None:
+                if seed is None:
+                    seed = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
+                self._numpy_policy = NumpyActorPolicy(policy, seed=seed)
+                self._collect = self._numpy_rollout
+            elif numpy_policy:
+                raise ValueError(f"SinglePathCollector(numpy_policy=True): NumPy cannot mirror this policy: {reason}.")
+            else:
+                self._collect = common.function(self._rollout, autograph=False)
+        elif numpy_policy:
+            raise ValueError("SinglePathCollector(numpy_policy=True) needs a Python environment (or a "
+                             f"TFPyEnvironment around one), got a {type(env).__name__}")
         elif isinstance(env, tf_environment.TFEnvironment) and env.batched:
             self._py_env = None
             self._num_envs = env.batch_size
@@ -75,6 +99,11 @@ class SinglePathCollector:
     def simulator_steps_per_collect(self) -> int:
         """Upper bound: B·T (the resets between episodes take slots of the batch)."""
         return self._num_envs * self._length
+
+    @property
+    def uses_numpy_policy(self) -> bool:
+        """Whether the rollout acts with a `NumpyActorPolicy` (else with the TF policy)."""
+        return self._numpy_policy is not None
 
     @property
     def last_env_steps(self) -> int:
@@ -123,6 +152,26 @@ class SinglePathCollector:
         if self._single_action:
             return self._py_env.step(flat_action[0])
         return self._py_env.step(tf.nest.pack_sequence_as(self._policy.action_spec, list(flat_action)))
+
+    def _numpy_rollout(self):
+        """T steps of the NumPy mirror of π in the batched env, written into [B, T] arrays."""
+        policy, env = self._numpy_policy, self._py_env
+        policy.sync()
+        spec = tensor_spec.add_outer_dims_nest(self._policy.trajectory_spec, (self._num_envs, self._length))
+        batch = tf.nest.map_structure(lambda s: np.empty(s.shape, s.dtype.as_numpy_dtype), spec)
+        time_step = self._current_time_step()
+        for t in range(self._length):
+            action = policy.action(time_step).action
+            next_time_step = env.step(action)
+            # trajectory.from_transition(time_step, action, next_time_step), column t
+            batch.step_type[:, t] = time_step.step_type
+            batch.observation[:, t] = time_step.observation
+            batch.action[:, t] = action
+            batch.next_step_type[:, t] = next_time_step.step_type
+            batch.reward[:, t] = next_time_step.reward
+            batch.discount[:, t] = next_time_step.discount
+            time_step = next_time_step
+        return tf.nest.map_structure(tf.convert_to_tensor, batch)
 
     def _rollout(self):
         """T steps of π in the batched env: one policy call and one env step per t."""
