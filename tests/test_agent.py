@@ -79,21 +79,26 @@ def test_rejected_line_search_restores_every_variable_bit_identically():
 
 
 @pytest.mark.parametrize("action_spec", [CONT_ACTION, DISC_ACTION], ids=["gaussian", "categorical"])
-def test_gauss_newton_and_hessian_products_take_the_same_step(action_spec):
-    agents = {m: make_agent(action_spec, fisher_vector_product=m, value_train_epochs=0) for m in ("auto", "hessian")}
-    for net in ("_actor_net", "_value_net"):
-        for a, b in zip(getattr(agents["auto"], net).variables, getattr(agents["hessian"], net).variables):
-            b.assign(a)
-    experience = random_experience(agents["auto"], seed=12)
-    before = [v.numpy().copy() for v in agents["auto"]._actor_net.trainable_variables]
+def test_gauss_newton_xla_and_graph_and_hessian_products_take_the_same_step(action_spec):
+    """The Gauss-Newton product's CG solve under XLA (the default), as a plain graph, and the Hessian form."""
+    agents = {"auto-xla": make_agent(action_spec, value_train_epochs=0),
+              "auto-graph": make_agent(action_spec, value_train_epochs=0, jit_compile=False),
+              "hessian": make_agent(action_spec, fisher_vector_product="hessian", value_train_epochs=0)}
+    for name in ("auto-graph", "hessian"):
+        for net in ("_actor_net", "_value_net"):
+            for a, b in zip(getattr(agents["auto-xla"], net).variables, getattr(agents[name], net).variables):
+                b.assign(a)
+    experience = random_experience(agents["auto-xla"], seed=12)
+    before = [v.numpy().copy() for v in agents["auto-xla"]._actor_net.trainable_variables]
     after = {}
     for method, agent in agents.items():
         info = agent.train(experience)
         assert not bool(info.extra.step_rejected)
         after[method] = [v.numpy() for v in agent._actor_net.trainable_variables]
     steps = {m: np.concatenate([(a - b).ravel() for a, b in zip(after[m], before)]) for m in after}
-    assert np.linalg.norm(steps["auto"]) > 1e-3  # a real step
-    assert np.linalg.norm(steps["auto"] - steps["hessian"]) < 1e-3 * np.linalg.norm(steps["hessian"])
+    assert np.linalg.norm(steps["auto-xla"]) > 1e-3  # a real step
+    for other in ("auto-graph", "hessian"):
+        assert np.linalg.norm(steps["auto-xla"] - steps[other]) < 1e-3 * np.linalg.norm(steps[other])
 
 
 def test_step_direction_moves_parameters_and_trains_value_net():
