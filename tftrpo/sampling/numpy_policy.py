@@ -2,10 +2,12 @@
 
 Collecting from Python environments means one policy call per step. Run as TF ops
 (even inside a compiled `tf.while_loop` with the env behind a `tf.numpy_function`),
-that call costs ~240 µs on 2 Hopper-v5 envs, about half of what MuJoCo itself takes;
-the same MLP in NumPy costs ~20 µs (bench/README.md). `NumpyActorPolicy` is a
+the collection loop costs 277 µs per step of 2 Hopper-v5 envs beyond the envs, over
+half of what the envs themselves take (~480 µs); with the MLP in NumPy, 64 µs
+(bench/experiments/collect_policy.py). `NumpyActorPolicy` is a
 TF-Agents `PyPolicy` that reads the TF policy's variables (`sync()`, once per batch)
-and computes, in float32 NumPy, exactly what the TF policy's graph computes:
+and computes, in float32 NumPy, the function the TF policy's graph computes (equal up to
+float32 rounding: the sums run in another order):
 
   observation → normaliser (`ObservationNormalizer`: (o − μ)/√(σ² + ε), clipped)
   → the encoder's Dense layers → Normal(μ(s), σ) or Categorical(logits(s))

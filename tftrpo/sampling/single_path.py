@@ -5,12 +5,13 @@ takes. For Python environments (a batched `PyEnvironment`, or the `TFPyEnvironme
 around one) there are two rollouts, giving the same batches:
 
 - a Python loop with the policy mirrored in NumPy (`NumpyActorPolicy`), for the
-  feed-forward actor policies it reproduces (tftrpo's MLP actors): per step, ~20 µs
-  beyond the environments on 2 Hopper-v5 envs;
+  feed-forward actor policies it reproduces (tftrpo's MLP actors): 64 µs per batched
+  step beyond the environments on 2 Hopper-v5 envs;
 - otherwise one compiled `tf.while_loop`: the policy runs in the graph, the envs are
   stepped by one `tf.numpy_function` per step, and the trajectory is gathered in
-  `TensorArray`s, ~240 µs a step beyond the environments. (TF-Agents'
-  `DynamicStepDriver` + `TFUniformReplayBuffer` cost more; bench/README.md.)
+  `TensorArray`s: 277 µs per batched step beyond the environments
+  (bench/experiments/collect_policy.py; TF-Agents' `DynamicStepDriver` +
+  `TFUniformReplayBuffer` cost more, bench/README.md).
 
 Other `TFEnvironment`s use those TF-Agents parts.
 """
