@@ -2,7 +2,8 @@
 
 Whole trajectories from π_θold, as the [B, T] `Trajectory` batch `TRPOAgent.train`
 takes. For Python environments (a batched `PyEnvironment`, or the `TFPyEnvironment`
-around one) there are two rollouts, giving the same batches:
+around one) there are two rollouts of the same batch layout and meaning (their samples
+come from different random generators):
 
 - a Python loop with the policy mirrored in NumPy (`NumpyActorPolicy`), for the
   feed-forward actor policies it reproduces (tftrpo's MLP actors): 64 µs per batched
