@@ -168,6 +168,24 @@ def test_the_seed_makes_samples_repeatable():
     assert not np.allclose(first, other)
 
 
+def test_sampling_noise_is_not_the_stream_of_an_env_seeded_alike():
+    """Gymnasium seeds env.np_random with SeedSequence(seed), as np.random.default_rng(seed) does;
+    the policy's noise must not replay an env's reset noise when both get the same integer."""
+    from gymnasium.utils import seeding
+
+    net = _tftrpo_actor(CONT_ACTION)
+    policy = actor_policy.ActorPolicy(ts.time_step_spec(OBS_SPEC), CONT_ACTION, net, clip=False)
+    obs = _observations()
+    mirror = NumpyActorPolicy(policy, seed=0)
+    params = mirror.distribution_parameters(obs)
+    noise = (mirror.action(_time_step(obs)).action - params["loc"]) / params["scale"]
+    env_rng, _ = seeding.np_random(0)
+    same_stream = env_rng.standard_normal(noise.shape, np.float32)
+    np.testing.assert_allclose(np.random.default_rng(0).standard_normal(noise.shape, np.float32), same_stream)
+    assert np.corrcoef(noise.ravel(), same_stream.ravel())[0, 1] < 0.5
+    assert not np.allclose(noise, same_stream, atol=1e-3)
+
+
 def test_unsupported_policies_are_refused_with_the_reason():
     time_step_spec = ts.time_step_spec(OBS_SPEC)
     rnn = actor_distribution_rnn_network.ActorDistributionRnnNetwork(OBS_SPEC, CONT_ACTION, lstm_size=(8,))

@@ -36,7 +36,7 @@ from tf_agents.trajectories import policy_step
 
 from tftrpo.normalization import ObservationNormalizer
 
-__all__ = ["NumpyActorPolicy", "UnsupportedPolicyError", "unsupported_reason"]
+__all__ = ["NumpyActorPolicy", "UnsupportedPolicyError", "sampling_generator", "unsupported_reason"]
 
 
 def _relu(x):
@@ -55,6 +55,18 @@ _ACTIVATIONS = {
 }
 _STD_TRANSFORMS = {tf.exp: np.exp, tf.math.exp: np.exp, tf.nn.softplus: _softplus,
                    tf.math.softplus: _softplus, None: None}
+
+
+# The sampling generator's own stream. Gymnasium seeds an env's `np_random` with
+# `SeedSequence(seed)`, as `np.random.default_rng(seed)` does: with the same integer the
+# policy's noise would replay the bits of the env's reset noise (`load_batched(seed=s)`
+# seeds its first env with s), which couples exploration to initial states.
+_POLICY_STREAM = 0x7472706F  # "trpo"
+
+
+def sampling_generator(seed: Optional[int]) -> np.random.Generator:
+    """The policy's `np.random.Generator` for `seed`, independent of gymnasium envs seeded with it."""
+    return np.random.default_rng(None if seed is None else np.random.SeedSequence(seed, spawn_key=(_POLICY_STREAM,)))
 
 
 class UnsupportedPolicyError(TypeError):
@@ -128,7 +140,8 @@ class NumpyActorPolicy(py_policy.PyPolicy):
     Args:
       policy: an `ActorPolicy` (samples its distribution) or a `GreedyPolicy` around
         one (takes the mode); see `unsupported_reason` for what is mirrored.
-      seed: seed of the sampling generator.
+      seed: seed of the sampling generator (`sampling_generator`: a stream of its own,
+        not the one gymnasium gives an env seeded with the same integer).
 
     Call `sync()` after the TF policy's variables change (the collector does, once per
     batch); until then the mirror acts with the variables it last read.
@@ -153,7 +166,7 @@ class NumpyActorPolicy(py_policy.PyPolicy):
         spec = self.action_spec
         self._action_dtype = spec.dtype
         self._low, self._high = np.asarray(spec.minimum, spec.dtype), np.asarray(spec.maximum, spec.dtype)
-        self._rng = np.random.default_rng(seed)
+        self._rng = sampling_generator(seed)
         shape = tuple(spec.shape)
         self._head_shape = shape if self._gaussian else shape + (int(np.max(self._high)) + 1,)
         self.sync()
