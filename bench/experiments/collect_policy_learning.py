@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Experiment: does the collection policy's implementation change what the agent learns?
+
+Short training runs of the preset (the CLI's agent and `SinglePathCollector`, 1 TF thread)
+with the env seed fixed and the collector varied; each variant is a comma-separated name:
+
+  np-jit        the NumPy policy (`SinglePathCollector`'s default) and the XLA update
+  tf-jit        the TF policy in the compiled loop (`numpy_policy=False`)
+  np-nojit, tf-nojit   the same with the value regression and CG solve as plain graphs
+  np-jit:S      the NumPy policy with sampling seed S (default: the run's seed)
+
+  PYTHONPATH=. /work/venv/bin/python bench/experiments/collect_policy_learning.py \\
+      --env Swimmer-v5 --steps 150000 --seed 0 --variants np-jit,tf-jit
+
+Prints, and appends to bench/results/collect_policy_learning.json, the mean training return
+(stochastic policy, episodes finished) in each quarter of the run.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+RESULTS = os.path.join(os.path.dirname(HERE), "results", "collect_policy_learning.json")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Swimmer-v5")
+    parser.add_argument("--steps", type=int, default=150_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default="np-jit,tf-jit")
+    args = parser.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from tf_agents.environments import tf_py_environment
+
+    from tftrpo import presets
+    from tftrpo.envs import load_batched
+    from tftrpo.sampling.single_path import SinglePathCollector
+    from tftrpo.train import make_agent
+
+    rows = []
+    for variant in args.variants.split(","):
+        name, _, sampling_seed = variant.partition(":")
+        tf.keras.utils.set_random_seed(args.seed)
+        config = presets.preset(args.env)
+        env = tf_py_environment.TFPyEnvironment(load_batched(args.env, num_envs=config.num_envs, seed=args.seed))
+        agent = make_agent(config, env, tf.Variable(0, dtype=tf.int64))
+        if "nojit" in name:  # what TRPOAgent(jit_compile=False) builds
+            agent._jit_cg = False  # pylint: disable=protected-access
+            agent._value_regression = tf.function(  # pylint: disable=protected-access
+                agent._value_regression_fn, autograph=False, jit_compile=False)  # pylint: disable=protected-access
+        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env,
+                                        seed=int(sampling_seed) if sampling_seed else args.seed,
+                                        numpy_policy=name.startswith("np"))
+        steps, curve, start = 0, [], time.time()
+        while steps < args.steps:
+            agent.train(collector.collect())
+            steps += collector.last_env_steps
+            curve.append((steps, collector.recent_episodes()[0]))
+        c = np.array(curve)
+        quarters = [float(c[(c[:, 0] > a * args.steps) & (c[:, 0] <= (a + 0.25) * args.steps), 1].mean())
+                    for a in (0.0, 0.25, 0.5, 0.75)]
+        row = {"variant": variant, "env": args.env, "seed": args.seed, "steps": args.steps,
+               "train_return_by_quarter": quarters, "seconds": time.time() - start}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    old = json.load(open(RESULTS)) if os.path.exists(RESULTS) else []
+    with open(RESULTS, "w") as f:
+        json.dump(old + rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
