@@ -199,7 +199,8 @@ def worker_tftrpo_profile(args):
     env = tf_py_environment.TFPyEnvironment(load_batched(ENV_ID, num_envs=config.num_envs, seed=seed))
     train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
     agent = make_agent(config, env, train_step)  # exactly the CLI's agent
-    collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, seed=seed)  # as the CLI
+    collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, seed=seed,
+                                    numpy_policy=args.numpy_policy)  # as the CLI
     steps = collector.simulator_steps_per_collect
     ckpt_dir = tempfile.mkdtemp(prefix="tftrpo-throughput-ckpt-")
     checkpointer = tfa_common.Checkpointer(ckpt_dir=ckpt_dir, max_to_keep=3, agent=agent, train_step=train_step)
@@ -342,6 +343,7 @@ def run_tftrpo(args, env, steps, seed, log_dir, tag):
     out = os.path.join(tmp, "launcher.json")
     cli = ["--env", ENV_ID, "--steps", str(steps), "--seed", str(seed), "--run-dir", os.path.join(tmp, "run"),
            "--export-dir", os.path.join(tmp, "export"), "--no-progress", "--eval-interval", "1000000"]
+    cli += ["--numpy-policy"] if args.numpy_policy else []
     cmd = [args.tf_python, "-u", THIS, "--worker", "tftrpo-cli", "--out", out,
            "--intra-threads", str(args.threads), "--"] + cli
     try:
@@ -432,6 +434,9 @@ def main(argv=None):
     parser.add_argument("--tftrpo-path", default=None, help="directory holding tftrpo (default: a snapshot of the repo's)")
     parser.add_argument("--child-timeout", type=int, default=1800)
     parser.add_argument("--name", default=None, help="results name (default throughput[_quick])")
+    parser.add_argument("--numpy-policy", action=argparse.BooleanOptionalAction, default=True,
+                        help="tftrpo collects with the NumPy policy (tftrpo-train --numpy-policy; default: yes, "
+                             "as the README's numbers; --no-numpy-policy measures the CLI's default TF policy)")
     # worker modes (internal)
     parser.add_argument("--worker", choices=["tftrpo-cli", "sb3-train", "tftrpo-profile"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -510,6 +515,7 @@ def orchestrate(args):
         out = os.path.join(tmp, "profile.json")
         cmd = [args.tf_python, "-u", THIS, "--worker", "tftrpo-profile", "--out", out, "--seed", str(args.seed),
                "--iterations", str(prof_iters), "--warmup", "3", "--intra-threads", str(args.threads)]
+        cmd += ["--numpy-policy"] if args.numpy_policy else ["--no-numpy-policy"]
         res = _run_child(cmd, env, os.path.join(log_dir, "profile.log"), args.child_timeout)
         with open(out) as f:
             profile = {**json.load(f), **res}

@@ -76,11 +76,13 @@ def test_rollout_equals_tf_agents_step_by_step(env_id, numpy_policy):
 
 
 def test_numpy_policy_collects_from_the_collect_policy_as_updated():
-    """The agent's collect policy is mirrored by default; each collect reads its current weights."""
+    """The agent's collect policy, mirrored on request; each collect reads its current weights."""
     tf.random.set_seed(0)
     env = load_batched("Pendulum-v1", 2, seed=0)
     agent = make_agent(preset("Pendulum-v1"), tf_py_environment.TFPyEnvironment(env), tf.Variable(0, dtype=tf.int64))
-    collector = SinglePathCollector(env, agent.collect_policy, 200, seed=1)
+    assert not SinglePathCollector(env, agent.collect_policy, 200).uses_numpy_policy  # opt-in
+    assert SinglePathCollector(env, agent.collect_policy, 200, numpy_policy=None).uses_numpy_policy  # when it can
+    collector = SinglePathCollector(env, agent.collect_policy, 200, seed=1, numpy_policy=True)
     assert collector.uses_numpy_policy
     before = collector.collect()
     assert before.action.dtype == tf.float32 and before.action.shape == (2, 200, 1)
@@ -94,7 +96,8 @@ def test_numpy_policy_collects_from_the_collect_policy_as_updated():
         ts.TimeStep(after.step_type, after.reward, after.discount, after.observation)).action.mean()
     np.testing.assert_allclose(np.std(residual.numpy()), 0.01, rtol=0.1)
     # The same seed gives the same batches.
-    again = SinglePathCollector(load_batched("Pendulum-v1", 2, seed=0), agent.collect_policy, 200, seed=1)
+    again = SinglePathCollector(load_batched("Pendulum-v1", 2, seed=0), agent.collect_policy, 200, seed=1,
+                                numpy_policy=True)
     agent._actor_net._projection_networks._bias.bias.assign([0.0])
     tf.nest.map_structure(lambda a, b: np.testing.assert_array_equal(a.numpy(), b.numpy()), again.collect(), before)
 

@@ -191,7 +191,11 @@ def run(args) -> dict:
         except (env_state.UnsupportedEnvError, ValueError) as e:
             raise UsageError(f"vine sampling on {env_id}: {e}")
     else:
-        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, seed=seed)
+        try:
+            collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env,
+                                            numpy_policy=config.numpy_policy, seed=seed)
+        except ValueError as e:  # --numpy-policy with a policy NumPy cannot mirror
+            raise UsageError(str(e))
 
     def collect_and_train():
         """One iteration: (LossInfo, simulator steps, of which branch steps)."""

@@ -6,7 +6,7 @@ not at their initial values) and, in one process on alternating rounds:
 
   tf-loop       `SinglePathCollector(..., numpy_policy=False)`: the compiled `tf.while_loop`,
                 the TF policy in the graph, one `tf.numpy_function` env step per time step
-  numpy-policy  `SinglePathCollector(...)` (the default): the policy mirrored by
+  numpy-policy  `SinglePathCollector(..., numpy_policy=True)` (`tftrpo-train --numpy-policy`): the policy mirrored by
                 `NumpyActorPolicy`, stepped in a Python loop
   env-only      the same 2 × 1024 steps of `load_batched` with no policy: actions drawn from
                 N(0, 1), the initial policy's distribution (MuJoCo's cost depends on the
@@ -55,7 +55,7 @@ def main():
         "tf-loop": SinglePathCollector(load_batched("Hopper-v5", 2, seed=1), agent.collect_policy,
                                        config.steps_per_env, numpy_policy=False),
         "numpy-policy": SinglePathCollector(load_batched("Hopper-v5", 2, seed=2), agent.collect_policy,
-                                            config.steps_per_env),
+                                            config.steps_per_env, numpy_policy=True),
     }
     assert collectors["numpy-policy"].uses_numpy_policy and not collectors["tf-loop"].uses_numpy_policy
     raw_env = load_batched("Hopper-v5", 2, seed=3)
