@@ -112,6 +112,10 @@ def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     assert not (tmp_path / "runs").exists()  # a rejected run leaves no directory behind
     never = cli("train", "--checkpoint-interval", "0", "--env", "CartPole-v1", cwd=tmp_path, check=False)
     assert never.returncode == 2 and "--checkpoint-interval must be >= 1" in never.stderr
+    vine_numpy = cli("train", "--sampling", "vine", "--numpy-policy", "--env", "CartPole-v1", "--steps", "10",
+                     cwd=tmp_path, check=False)
+    assert vine_numpy.returncode == 2 and "--numpy-policy applies to single-path sampling" in vine_numpy.stderr
+    assert not (tmp_path / "runs").exists()
 
     missing = cli("train", "--run-dir", str(tmp_path / "nope"), "--resume", cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "nothing to resume" in missing.stderr

@@ -131,8 +131,9 @@ def _check_env_id(env_id):
 
 
 # ---------------------------------------------------------------------- train
-def make_agent(config: presets.TRPOConfig, tf_env, train_step):
-    """The TRPOAgent a run of `config` trains on `tf_env`: the preset's networks and settings."""
+def make_agent(config: presets.TRPOConfig, tf_env, train_step, **agent_overrides):
+    """The TRPOAgent a run of `config` trains on `tf_env`: the preset's networks and settings
+    (`agent_overrides`: other `TRPOAgent` keyword arguments, e.g. `jit_compile=False`)."""
     import tensorflow as tf
 
     from tftrpo import TRPOAgent, networks
@@ -144,7 +145,7 @@ def make_agent(config: presets.TRPOConfig, tf_env, train_step):
     value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
     return TRPOAgent(tf_env.time_step_spec(), action_spec, actor_net, value_net,
                      tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
-                     **config.agent_kwargs())
+                     **{**config.agent_kwargs(), **agent_overrides})
 
 
 def run(args) -> dict:
@@ -182,6 +183,8 @@ def run(args) -> dict:
     env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
     branch_steps = tf.Variable(0, dtype=tf.int64, name="branch_steps")
     if sampling == "vine":
+        if config.numpy_policy:
+            raise UsageError("--numpy-policy applies to single-path sampling; vine sampling acts with the TF policy")
         try:
             collector = VineCollector(
                 lambda s: load(env_id, seed=s), agent.collect_policy, num_states=config.vine_states,

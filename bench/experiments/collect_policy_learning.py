@@ -52,11 +52,7 @@ def main():
         tf.keras.utils.set_random_seed(args.seed)
         config = presets.preset(args.env)
         env = tf_py_environment.TFPyEnvironment(load_batched(args.env, num_envs=config.num_envs, seed=args.seed))
-        agent = make_agent(config, env, tf.Variable(0, dtype=tf.int64))
-        if "nojit" in name:  # what TRPOAgent(jit_compile=False) builds
-            agent._jit_cg = False  # pylint: disable=protected-access
-            agent._value_regression = tf.function(  # pylint: disable=protected-access
-                agent._value_regression_fn, autograph=False, jit_compile=False)  # pylint: disable=protected-access
+        agent = make_agent(config, env, tf.Variable(0, dtype=tf.int64), jit_compile="nojit" not in name)
         collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env,
                                         seed=int(sampling_seed) if sampling_seed else args.seed,
                                         numpy_policy=name.startswith("np"))

@@ -42,9 +42,10 @@ def main():
     from tf_agents.environments import batched_py_environment, tf_py_environment
     from tf_agents.utils import common
 
-    from tftrpo import TRPOAgent, networks, presets
+    from tftrpo import presets
     from tftrpo.envs import load, load_batched
     from tftrpo.sampling.single_path import SinglePathCollector
+    from tftrpo.train import make_agent
 
     config = presets.preset("Hopper-v5")
 
@@ -54,10 +55,7 @@ def main():
                                                               multithreading=False))
         env = tf_py_environment.TFPyEnvironment(py_env)
         step = tf.Variable(0, dtype=tf.int64)
-        agent = TRPOAgent(env.time_step_spec(), env.action_spec(),
-                          networks.actor_network(env.observation_spec(), env.action_spec()),
-                          networks.value_network(env.observation_spec()), tf.keras.optimizers.Adam(1e-3),
-                          jit_compile=after, train_step_counter=step, **config.agent_kwargs())
+        agent = make_agent(config, env, step, jit_compile=after)  # the CLI's agent
         # Both with the TF policy in the compiled loop, as in that release (the NumPy policy
         # that came after has its own comparison: collect_policy.py).
         collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, numpy_policy=False)

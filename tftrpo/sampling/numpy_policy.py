@@ -163,6 +163,8 @@ class NumpyActorPolicy(py_policy.PyPolicy):
                        if isinstance(layer, tf.keras.layers.Dense)]
         self._head = net._projection_networks  # pylint: disable=protected-access
         self._gaussian = isinstance(self._head, normal_projection_network.NormalProjectionNetwork)
+        # pylint: disable=protected-access
+        self._out = self._head._means_projection_layer if self._gaussian else self._head._projection_layer
         spec = self.action_spec
         self._action_dtype = spec.dtype
         self._low, self._high = np.asarray(spec.minimum, spec.dtype), np.asarray(spec.maximum, spec.dtype)
@@ -181,19 +183,16 @@ class NumpyActorPolicy(py_policy.PyPolicy):
         self._layers = [(layer.kernel.numpy(), None if layer.bias is None else layer.bias.numpy(),
                          _ACTIVATIONS[layer.activation]) for layer in self._dense]
         if self._gaussian:
-            self._out = self._head._means_projection_layer  # pylint: disable=protected-access
             log_std = self._head._bias.bias.numpy()  # pylint: disable=protected-access
             transform = _STD_TRANSFORMS[self._head._std_transform]  # pylint: disable=protected-access
             self._std = (log_std if transform is None else transform(log_std)).reshape(self._head_shape)
-        else:
-            self._out = self._head._projection_layer  # pylint: disable=protected-access
         self._out_weights = (self._out.kernel.numpy(), self._out.bias.numpy())
 
     def distribution_parameters(self, observation: np.ndarray) -> dict:
         """{'loc', 'scale'} of the Gaussian, or {'logits'} of the categorical, for a batch [B, ...]."""
         out = self._forward(observation)
         if self._gaussian:
-            return {"loc": out, "scale": np.broadcast_to(self._std.reshape(out.shape[1:]), out.shape)}
+            return {"loc": out, "scale": np.broadcast_to(self._std, out.shape)}
         return {"logits": out}
 
     def _forward(self, observation: np.ndarray) -> np.ndarray:
