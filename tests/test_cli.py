@@ -76,6 +76,7 @@ def test_train_kill_resume_export_and_play(tmp_path):
     assert (export / "saved_model.pb").exists()
     meta = json.loads((export / "tftrpo_run.json").read_text())
     assert meta["env"] == "CartPole-v1" and meta["iterations"] == iterations[-1]
+    assert meta["numpy_policy_collection"] is True  # the default, for an MLP actor
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
     tags = tensorboard_tags(run_dir / "tensorboard")
     for tag in ("Metrics/AverageReturn", "Metrics/AverageEpisodeLength", "Metrics/EvalAverageReturn",
@@ -89,9 +90,16 @@ def test_train_kill_resume_export_and_play(tmp_path):
 
 
 def test_same_seed_same_run_in_a_fresh_process(tmp_path):
-    """--seed fixes everything random: weights, policy noise, envs, minibatch order."""
-    def run(name, seed):
-        cli("train", *SHORT, "--steps", "1024", "--seed", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)
+    """--seed fixes everything random: weights, policy noise, envs, minibatch order.
+
+    With either collect policy: the NumPy mirror (the default) and the TF loop
+    (--no-numpy-policy), whose noise comes from another generator.
+    """
+    def run(name, seed, *flags):
+        cli("train", *SHORT, "--steps", "1024", "--seed", str(seed), "--run-dir", str(tmp_path / name),
+            "--export-dir", str(tmp_path / "export" / name), *flags, cwd=tmp_path)
+        meta = json.loads((tmp_path / "export" / name / "tftrpo_run.json").read_text())
+        assert meta["numpy_policy_collection"] is ("--no-numpy-policy" not in flags)
         columns = ("env_steps", "train_return", "eval_return", "kl", "surrogate_improvement", "entropy", "value_loss")
         return [[row[c] for c in columns] for row in progress(tmp_path / name)]
 
@@ -99,6 +107,9 @@ def test_same_seed_same_run_in_a_fresh_process(tmp_path):
     assert len(first) >= 3
     assert first == again
     assert [r[3:] for r in first] != [r[3:] for r in other]
+    tf_loop, tf_loop_again = run("d", 3, "--no-numpy-policy"), run("e", 3, "--no-numpy-policy")
+    assert tf_loop == tf_loop_again
+    assert [r[3:] for r in tf_loop] != [r[3:] for r in first]
 
 
 def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):

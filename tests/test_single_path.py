@@ -80,8 +80,8 @@ def test_numpy_policy_collects_from_the_collect_policy_as_updated():
     tf.random.set_seed(0)
     env = load_batched("Pendulum-v1", 2, seed=0)
     agent = make_agent(preset("Pendulum-v1"), tf_py_environment.TFPyEnvironment(env), tf.Variable(0, dtype=tf.int64))
-    assert not SinglePathCollector(env, agent.collect_policy, 200).uses_numpy_policy  # opt-in
-    assert SinglePathCollector(env, agent.collect_policy, 200, numpy_policy=None).uses_numpy_policy  # when it can
+    assert SinglePathCollector(env, agent.collect_policy, 200).uses_numpy_policy  # by default, when it can
+    assert not SinglePathCollector(env, agent.collect_policy, 200, numpy_policy=False).uses_numpy_policy
     collector = SinglePathCollector(env, agent.collect_policy, 200, seed=1, numpy_policy=True)
     assert collector.uses_numpy_policy
     before = collector.collect()

@@ -183,7 +183,7 @@ def run(args) -> dict:
     env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
     branch_steps = tf.Variable(0, dtype=tf.int64, name="branch_steps")
     if sampling == "vine":
-        if config.numpy_policy:
+        if args.numpy_policy:  # given explicitly (the config's default applies to single path only)
             raise UsageError("--numpy-policy applies to single-path sampling; vine sampling acts with the TF policy")
         try:
             collector = VineCollector(
@@ -194,9 +194,11 @@ def run(args) -> dict:
         except (env_state.UnsupportedEnvError, ValueError) as e:
             raise UsageError(f"vine sampling on {env_id}: {e}")
     else:
+        # An explicit --numpy-policy insists on the mirror; the config's True means "where it can".
+        numpy_policy = True if args.numpy_policy else (None if config.numpy_policy else False)
         try:
             collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env,
-                                            numpy_policy=config.numpy_policy, seed=seed)
+                                            numpy_policy=numpy_policy, seed=seed)
         except ValueError as e:  # --numpy-policy with a policy NumPy cannot mirror
             raise UsageError(str(e))
 
@@ -276,6 +278,7 @@ def run(args) -> dict:
         shutil.rmtree(export_dir)  # only ever our own export of this run (checked at start)
     policy_saver.PolicySaver(agent.policy, batch_size=None, train_step=train_step).save(export_dir)
     summary = {"env": env_id, "seed": seed, "sampling": sampling, "env_steps": int(env_steps.numpy()), "iterations": int(train_step.numpy()),
+               "numpy_policy_collection": sampling != "vine" and collector.uses_numpy_policy,
                "final_eval_return": final_eval, "eval_episodes": config.eval_episodes,
                "wall_time_s": round(time.time() - start, 1), "run_dir": run_dir, "export_dir": export_dir}
     with open(os.path.join(export_dir, "tftrpo_run.json"), "w") as f:

@@ -4,8 +4,10 @@
 Short training runs of the preset (the CLI's agent and `SinglePathCollector`, 1 TF thread)
 with the env seed fixed and the collector varied; each variant is a comma-separated name:
 
-  np-jit        the NumPy policy (`SinglePathCollector`'s default) and the XLA update
-  tf-jit        the TF policy in the compiled loop (`numpy_policy=False`)
+  np-jit        the NumPy policy (`numpy_policy=True`) and the XLA update
+  tf-jit        the TF policy in the compiled loop (`numpy_policy=False`, the default)
+  tfnp-jit      the compiled loop with the policy's Gaussian computed in the graph and
+                its noise taken from the NumPy policy's generator (collect_policy_same_noise.py)
   np-nojit, tf-nojit   the same with the value regression and CG solve as plain graphs
   np-jit:S      the NumPy policy with sampling seed S (default: the run's seed)
 
@@ -23,6 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, HERE)
 RESULTS = os.path.join(os.path.dirname(HERE), "results", "collect_policy_learning.json")
 
 
@@ -53,9 +56,15 @@ def main():
         config = presets.preset(args.env)
         env = tf_py_environment.TFPyEnvironment(load_batched(args.env, num_envs=config.num_envs, seed=args.seed))
         agent = make_agent(config, env, tf.Variable(0, dtype=tf.int64), jit_compile="nojit" not in name)
-        collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env,
-                                        seed=int(sampling_seed) if sampling_seed else args.seed,
-                                        numpy_policy=name.startswith("np"))
+        seed = int(sampling_seed) if sampling_seed else args.seed
+        if name.startswith("tfnp"):
+            from collect_policy_same_noise import injected_noise_policy
+            from tftrpo.sampling.numpy_policy import sampling_generator
+            policy = injected_noise_policy(agent.collect_policy, sampling_generator(seed))
+            collector = SinglePathCollector(env, policy, config.steps_per_env)
+        else:
+            collector = SinglePathCollector(env, agent.collect_policy, config.steps_per_env, seed=seed,
+                                            numpy_policy=name.startswith("np"))
         steps, curve, start = 0, [], time.time()
         while steps < args.steps:
             agent.train(collector.collect())
