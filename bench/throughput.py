@@ -343,7 +343,7 @@ def run_tftrpo(args, env, steps, seed, log_dir, tag):
     out = os.path.join(tmp, "launcher.json")
     cli = ["--env", ENV_ID, "--steps", str(steps), "--seed", str(seed), "--run-dir", os.path.join(tmp, "run"),
            "--export-dir", os.path.join(tmp, "export"), "--no-progress", "--eval-interval", "1000000"]
-    cli += ["--numpy-policy"] if args.numpy_policy else []
+    cli += ["--numpy-policy"] if args.numpy_policy else ["--no-numpy-policy"]
     cmd = [args.tf_python, "-u", THIS, "--worker", "tftrpo-cli", "--out", out,
            "--intra-threads", str(args.threads), "--"] + cli
     try:
@@ -435,8 +435,9 @@ def main(argv=None):
     parser.add_argument("--child-timeout", type=int, default=1800)
     parser.add_argument("--name", default=None, help="results name (default throughput[_quick])")
     parser.add_argument("--numpy-policy", action=argparse.BooleanOptionalAction, default=True,
-                        help="tftrpo collects with the NumPy policy (tftrpo-train --numpy-policy; default: yes, "
-                             "as the README's numbers; --no-numpy-policy measures the CLI's default TF policy)")
+                        help="tftrpo collects with the NumPy policy (tftrpo-train --numpy-policy, the CLI's default "
+                             "for MLP actors); --no-numpy-policy measures the TF policy in the compiled loop "
+                             "(tftrpo-train --no-numpy-policy)")
     # worker modes (internal)
     parser.add_argument("--worker", choices=["tftrpo-cli", "sb3-train", "tftrpo-profile"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
