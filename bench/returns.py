@@ -1,6 +1,6 @@
 """Returns after 1M steps, tftrpo vs sb3-contrib TRPO, rl-zoo3 MuJoCo settings (issue 5, item 4).
 
-    python bench/returns.py                                    # all 4 tasks x 3 seeds x 3 variants
+    python bench/returns.py                                    # all 4 tasks x 3 seeds x 4 variants
     python bench/returns.py --envs Hopper-v5 --seeds 0         # a part of it
     python bench/returns.py --variants tftrpo sb3              # the two libraries only
     python bench/returns.py --report                           # only rebuild the table and plot
