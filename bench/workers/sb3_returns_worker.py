@@ -28,8 +28,10 @@ class Curve(BaseCallback):
     def __init__(self):
         super().__init__()
         self.points = []
+        self.mean_log_std = []  # [steps, mean over action dims of log σ] of the policy that collected
 
     def _on_rollout_end(self):
+        self.mean_log_std.append([int(self.num_timesteps), float(self.model.policy.log_std.detach().mean())])
         buffer = self.model.ep_info_buffer
         if buffer:
             self.points.append([int(self.num_timesteps), float(np.mean([e["r"] for e in buffer]))])
@@ -56,4 +58,4 @@ with open(out, "w") as f:
     json.dump({"library": "sb3-contrib", "env": env_id, "seed": seed, "steps": steps, "settings": SETTINGS,
                "train_time_s": round(train_time, 1), "eval_returns": [float(r) for r in returns],
                "final_eval_mean": float(np.mean(returns)), "final_eval_std": float(np.std(returns)),
-               "curve": curve.points}, f, indent=1)
+               "curve": curve.points, "mean_log_std": curve.mean_log_std}, f, indent=1)
