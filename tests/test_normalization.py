@@ -90,3 +90,18 @@ def test_observation_normalizer_is_the_identity_before_statistics():
     normalizer.update(tf.constant(obs[1:]))
     want = np.clip((obs - obs.mean(0)) / np.sqrt(obs.var(0) + 1e-8), -10.0, 10.0)
     np.testing.assert_allclose(normalizer.normalize(tf.constant(obs)).numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_observation_normalizer_streams_the_mean_and_variance_of_everything_seen():
+    """Chan et al.'s merge over [B, T] batches of shifting, badly scaled data equals numpy over all of it."""
+    rng = np.random.default_rng(4)
+    normalizer = ObservationNormalizer(tf.TensorSpec([3], tf.float32))
+    seen = []
+    for i in range(6):
+        batch = (rng.normal(size=(2, 257, 3)) * [1.0, 10.0, 0.1] + [5.0, -3.0, 100.0] + i).astype(np.float32)
+        normalizer.update(tf.constant(batch), outer_dims=[0, 1])
+        seen.append(batch.reshape(-1, 3))
+    mean, variance = normalizer.mean_and_variance()
+    everything = np.concatenate(seen).astype(np.float64)
+    np.testing.assert_allclose(mean, everything.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(variance, everything.var(0), rtol=1e-4)
