@@ -27,6 +27,7 @@ The variants:
 """
 import argparse
 import concurrent.futures
+import functools
 import json
 import os
 import subprocess
@@ -170,6 +171,8 @@ def report():
     print(markdown_table(runs))
     print()
     print(target_table(runs))
+    print()
+    print(noise_table(runs))
 
 
 def late_training_return(run, last_fraction=0.1) -> float:
@@ -219,6 +222,52 @@ def target_table(runs) -> str:
             verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
             lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-tfloop']} "
                          f"| {cell['tftrpo-paperkl']} | {cell['sb3']} | {verdict} |")
+    return "\n".join(lines)
+
+
+NOISE_AT = (0.1, 0.3, 1.0)  # fractions of the run's steps at which noise_table reads log σ
+
+
+def mean_log_std_curve(run):
+    """[[steps, mean over action dimensions of log σ]] of the policy that collected, or None.
+
+    sb3-contrib's worker records it (runs from 2026-11-25 on). For a tftrpo run it follows from
+    the entropy diagnostic: a diagonal Gaussian's entropy is Σ_j (½ ln 2πe + log σ_j)."""
+    if "mean_log_std" in run:
+        return np.array(run["mean_log_std"], dtype=float)
+    entropy = (run.get("diagnostics") or {}).get("entropy")
+    if not entropy or len(entropy) != len(run["curve"]):
+        return None
+    steps = np.array(run["curve"], dtype=float)[:, 0]
+    return np.stack([steps, np.array(entropy, dtype=float) / action_dims(run["env"]) - 0.5 * np.log(2 * np.pi * np.e)],
+                    axis=1)
+
+
+@functools.lru_cache(maxsize=None)
+def action_dims(env_id) -> int:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    try:
+        return int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+
+
+def noise_table(runs) -> str:
+    """Exploration noise per run: the mean log σ of the collecting policy at 10%, 30% and 100% of
+    its steps, and its final greedy return; runs that recorded neither entropy nor log σ are left out."""
+    lines = ["| env | variant | seed | " + " | ".join(f"mean log σ at {f:.0%}" for f in NOISE_AT)
+             + " | final greedy return |", "|---|---|---|" + "---|" * len(NOISE_AT) + "---|"]
+    for env_id in ENVS:
+        for variant in ("tftrpo", "sb3"):
+            for r in sorted((r for r in runs if r["env"] == env_id and variant_of(r) == variant), key=lambda r: r["seed"]):
+                curve = mean_log_std_curve(r)
+                if curve is None:
+                    continue
+                cells = [f"{np.interp(f * r['steps'], curve[:, 0], curve[:, 1]):.2f}" for f in NOISE_AT]
+                lines.append(f"| {env_id} | {LABELS[variant]} | {r['seed']} | " + " | ".join(cells)
+                             + f" | {r['final_eval_mean']:.0f} |")
     return "\n".join(lines)
 
 
