@@ -53,17 +53,31 @@ def test_throughput_quick():
 
 
 def test_returns_short(tmp_path):
-    """All three variants train 20k steps on Hopper-v5 and are evaluated over 20 greedy episodes."""
+    """All four variants train 20k steps on Hopper-v5 and are evaluated over 20 greedy episodes."""
     out = tmp_path / "returns"
     _run("bench/returns.py", "--envs", "Hopper-v5", "--seeds", "0", "--steps", "20000", "--out", str(out))
     with open(tmp_path / "returns.json") as f:
         results = json.load(f)
     summary = results["summary"]["Hopper-v5"]
-    assert set(summary) == {"tftrpo", "tftrpo-paperkl", "sb3"}
+    assert set(summary) == {"tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "sb3"}
     for variant in summary.values():
         assert variant["seeds"] == 1 and _positive(variant["mean"])
-    configs = {r.get("variant"): r.get("config") for r in results["runs"]}
+    runs = {r.get("variant", "sb3"): r for r in results["runs"]}
+    configs = {v: r.get("config") for v, r in runs.items()}
     # Hopper has 3 action dimensions: sb3-contrib's δ 0.01, λ 0.1 are the preset's 0.03, 0.3.
-    assert abs(configs["tftrpo"]["max_kl"] - 0.03) < 1e-9 and abs(configs["tftrpo"]["cg_damping"] - 0.3) < 1e-9
+    for variant in ("tftrpo", "tftrpo-tfloop"):
+        assert abs(configs[variant]["max_kl"] - 0.03) < 1e-9 and abs(configs[variant]["cg_damping"] - 0.3) < 1e-9
+    assert configs["tftrpo"]["numpy_policy"] is True and configs["tftrpo-tfloop"]["numpy_policy"] is False
     assert configs["tftrpo-paperkl"]["max_kl"] == 0.01 and configs["tftrpo-paperkl"]["cg_damping"] == 0.1
     assert (tmp_path / "returns.png").exists()
+    # The noise table's log σ: sb3-contrib's as recorded, tftrpo's from its entropy diagnostic. Both
+    # policies start at log σ = 0, so the first rollout's value is 0 for both (tftrpo's through
+    # H = d·(½ ln 2πe + mean log σ), which a wrong d or constant would miss), then it moves.
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import returns  # noqa: E402
+
+    for variant in ("tftrpo", "sb3"):
+        curve = returns.mean_log_std_curve(runs[variant])
+        assert curve.ndim == 2 and curve.shape[1] == 2 and len(curve) >= 5, (variant, curve.shape)  # ~10 rollouts
+        assert abs(curve[0, 1]) < 1e-5 and abs(curve[-1, 1]) > 1e-3, (variant, curve[[0, -1], 1])
+    assert "mean log σ at 10%" in returns.noise_table(results["runs"])
