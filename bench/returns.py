@@ -23,6 +23,9 @@ The variants:
   tftrpo-paperkl  `tftrpo-train --max-kl δ --cg-damping λ`: rl-zoo3's numbers taken as the paper's
                   D̄_KL of the whole action distribution, a d times smaller trust region (the
                   preset until the units were found out).
+  tftrpo-sb3init  the preset with sb3-contrib's output-layer init and Adam epsilon:
+                  `--policy-output-gain 0.01 --value-output-gain 1 --value-adam-epsilon 1e-5`
+                  (the preset: 0.1, TF-Agents' uniform ±0.03 value head, 1e-7).
   sb3             sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
 """
 import argparse
@@ -42,9 +45,13 @@ from common import git_info  # noqa: E402
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "sb3")
+VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-sb3init", "sb3")
 LABELS = {"tftrpo": "tftrpo", "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
-          "sb3": "sb3-contrib"}
+          "tftrpo-sb3init": "tftrpo, sb3-contrib's init", "sb3": "sb3-contrib"}
+# The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
+VARIANT_FLAGS = {"tftrpo": [], "tftrpo-tfloop": ["--no-numpy-policy"],
+                 "tftrpo-sb3init": ["--policy-output-gain", "0.01", "--value-output-gain", "1.0",
+                                    "--value-adam-epsilon", "1e-5"]}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
              "sys.exit(main(sys.argv[1:]))")
@@ -75,12 +82,11 @@ DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_re
 
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    extra = []
     if variant == "tftrpo-paperkl":
         max_kl, damping = paper_trust_region(env_id)
         extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
-    elif variant == "tftrpo-tfloop":
-        extra = ["--no-numpy-policy"]
+    else:
+        extra = VARIANT_FLAGS[variant]
     source = git_info()  # the library this run trains with (taken before it starts)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
@@ -148,7 +154,8 @@ def report():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"tftrpo": "tab:orange", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple", "sb3": "tab:blue"}
+    colors = {"tftrpo": "tab:orange", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
+              "tftrpo-sb3init": "tab:green", "sb3": "tab:blue"}
     envs = [e for e in ENVS if e in table]
     if envs:
         fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
@@ -207,9 +214,8 @@ def target_table(runs) -> str:
     """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's over the issue's
     seeds 0-2, and, where both libraries have run more seeds, over all the seeds both have
     finished (the other tftrpo variants where they have run them all)."""
-    lines = ["| env | seeds | tftrpo | tftrpo, TF-loop collection | tftrpo, δ on the whole KL | sb3-contrib "
-             "| tftrpo ≥ sb3-contrib? |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| env | seeds | " + " | ".join(LABELS[v] for v in VARIANTS) + " | tftrpo ≥ sb3-contrib? |",
+             "|---|---|" + "---|" * len(VARIANTS) + "---|"]
     for env_id in ENVS:
         by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
                       for v in VARIANTS}
@@ -220,8 +226,8 @@ def target_table(runs) -> str:
                      else None for v in VARIANTS}
             cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
             verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
-            lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | {cell['tftrpo']} | {cell['tftrpo-tfloop']} "
-                         f"| {cell['tftrpo-paperkl']} | {cell['sb3']} | {verdict} |")
+            lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | " + " | ".join(cell[v] for v in VARIANTS)
+                         + f" | {verdict} |")
     return "\n".join(lines)
 
 
@@ -260,7 +266,7 @@ def noise_table(runs) -> str:
     lines = ["| env | variant | seed | " + " | ".join(f"mean log σ at {f:.0%}" for f in NOISE_AT)
              + " | final greedy return |", "|---|---|---|" + "---|" * len(NOISE_AT) + "---|"]
     for env_id in ENVS:
-        for variant in ("tftrpo", "sb3"):
+        for variant in ("tftrpo", "tftrpo-sb3init", "sb3"):
             for r in sorted((r for r in runs if r["env"] == env_id and variant_of(r) == variant), key=lambda r: r["seed"]):
                 curve = mean_log_std_curve(r)
                 if curve is None:

@@ -62,6 +62,7 @@ def actor_network(
     conv_layer_params: Optional[Sequence[Tuple[int, int, int]]] = None,
     activation_fn=tf.keras.activations.tanh,
     log_std_init: float = 0.0,
+    output_gain: float = 0.1,
     seed: Optional[int] = None,
     name: str = "ActorNetwork",
 ) -> actor_distribution_network.ActorDistributionNetwork:
@@ -69,7 +70,10 @@ def actor_network(
 
     Continuous actions: π(a|s) = N(μ_θ(s), diag(exp(log σ)²)), log σ a free vector
     (state independent), μ linear on the last hidden layer. Discrete actions: a
-    categorical over logits. Hidden layers use orthogonal init with gain √2.
+    categorical over logits. Hidden layers use orthogonal init with gain √2; the
+    output layer (μ or the logits) draws its weights with standard deviation
+    `output_gain`/√fan_in, the scale of an orthogonal init of that gain (sb3-contrib
+    uses gain 0.01; 0.1 is TF-Agents' `init_means_output_factor=0.01`).
     """
     _check_observation_spec(observation_spec)
     kernel_init = tf.keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)
@@ -79,12 +83,12 @@ def actor_network(
         std_transform=tf.exp,
         state_dependent_std=False,
         std_bias_initializer_value=log_std_init,
-        init_means_output_factor=0.01,
+        init_means_output_factor=output_gain**2,
         seed=seed,
     )
     categorical_net = functools.partial(
         categorical_projection_network.CategoricalProjectionNetwork,
-        logits_init_output_factor=0.01,
+        logits_init_output_factor=output_gain**2,
     )
     return actor_distribution_network.ActorDistributionNetwork(
         observation_spec,
@@ -105,12 +109,21 @@ def value_network(
     fc_layer_params: Sequence[int] = (64, 64),
     conv_layer_params: Optional[Sequence[Tuple[int, int, int]]] = None,
     activation_fn=tf.keras.activations.tanh,
+    output_gain: float = 0.0,
     seed: Optional[int] = None,
     name: str = "ValueNetwork",
 ) -> tfa_value_network.ValueNetwork:
-    """A TF-Agents `ValueNetwork` V_φ(s) with the same body as `actor_network`."""
+    """A TF-Agents `ValueNetwork` V_φ(s) with the same body as `actor_network`.
+
+    `output_gain` > 0 initialises the output layer orthogonally with that gain (sb3-contrib:
+    1.0); 0 keeps TF-Agents' head, uniform in ±0.03.
+    """
     _check_observation_spec(observation_spec)
-    return tfa_value_network.ValueNetwork(
+    if output_gain < 0:
+        raise ValueError(f"value_network: output_gain must be >= 0, got {output_gain}")
+    net_class = functools.partial(_OrthogonalHeadValueNetwork, output_gain=output_gain, seed=seed) \
+        if output_gain > 0 else tfa_value_network.ValueNetwork
+    return net_class(
         observation_spec,
         preprocessing_layers=_preprocessing_layer(observation_spec),
         conv_layer_params=conv_layer_params,
@@ -119,6 +132,16 @@ def value_network(
         kernel_initializer=tf.keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed),
         name=name,
     )
+
+
+class _OrthogonalHeadValueNetwork(tfa_value_network.ValueNetwork):
+    """TF-Agents' `ValueNetwork` with its output layer initialised orthogonally."""
+
+    def __init__(self, input_tensor_spec, output_gain: float, seed: Optional[int] = None, **kwargs):
+        super().__init__(input_tensor_spec, **kwargs)
+        # Same attribute (and so the same checkpoint key) as TF-Agents' head; only the init differs.
+        self._postprocessing_layers = tf.keras.layers.Dense(
+            1, activation=None, kernel_initializer=tf.keras.initializers.Orthogonal(gain=output_gain, seed=seed))
 
 
 def paper_mujoco_networks(observation_spec, action_spec, hidden_units: int = 50, seed=None):

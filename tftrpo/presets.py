@@ -45,6 +45,12 @@ class TRPOConfig:
     hidden_layers: Tuple[int, ...] = (64, 64)
     conv_layers: Optional[Tuple[Tuple[int, int, int], ...]] = None
     activation: str = "tanh"
+    # Output-layer init (networks.actor_network / value_network): the policy head's weights have
+    # std policy_output_gain/sqrt(fan_in); value_output_gain > 0 makes the value head orthogonal
+    # with that gain (0: TF-Agents' uniform ±0.03). The value net's Adam epsilon.
+    policy_output_gain: float = 0.1
+    value_output_gain: float = 0.0
+    value_adam_epsilon: float = 1e-7
     # Vine sampling (Section 5.2): N states, K actions (0: all actions of a discrete
     # space, else 4 for continuous), branch rollouts of length L, trunk length (0: 4N).
     vine_states: int = 64

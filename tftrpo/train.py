@@ -141,10 +141,11 @@ def make_agent(config: presets.TRPOConfig, tf_env, train_step, **agent_overrides
     activation = getattr(tf.keras.activations, config.activation)
     obs_spec, action_spec = tf_env.observation_spec(), tf_env.action_spec()
     actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
-                                       activation_fn=activation)
-    value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation)
-    return TRPOAgent(tf_env.time_step_spec(), action_spec, actor_net, value_net,
-                     tf.keras.optimizers.Adam(config.value_learning_rate), train_step_counter=train_step,
+                                       activation_fn=activation, output_gain=config.policy_output_gain)
+    value_net = networks.value_network(obs_spec, config.hidden_layers, config.conv_layers, activation_fn=activation,
+                                       output_gain=config.value_output_gain)
+    optimizer = tf.keras.optimizers.Adam(config.value_learning_rate, epsilon=config.value_adam_epsilon)
+    return TRPOAgent(tf_env.time_step_spec(), action_spec, actor_net, value_net, optimizer, train_step_counter=train_step,
                      **{**config.agent_kwargs(), **agent_overrides})
 
 
