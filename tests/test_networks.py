@@ -1,0 +1,64 @@
+"""Output-layer initialisation of tftrpo.networks and its plumbing from the config."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.environments import tf_py_environment
+from tf_agents.specs import tensor_spec
+
+from tftrpo import networks, presets
+from tftrpo.envs import load_batched
+from tftrpo.train import make_agent
+
+OBS = tensor_spec.TensorSpec((11,), tf.float32)
+BOX = tensor_spec.BoundedTensorSpec((6,), tf.float32, -1.0, 1.0)
+DISCRETE = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 199)
+
+
+def _output_kernel(net, substring):
+    net.create_variables()
+    kernels = [v for v in net.trainable_variables if substring in v.name and "kernel" in v.name]
+    return kernels[-1].numpy()
+
+
+@pytest.mark.parametrize("gain", [0.1, 0.01])
+@pytest.mark.parametrize("action_spec, layer", [(BOX, "means_projection"), (DISCRETE, "logits")])
+def test_policy_head_weights_have_std_gain_over_sqrt_fan_in(gain, action_spec, layer):
+    tf.keras.utils.set_random_seed(1)
+    kernel = _output_kernel(networks.actor_network(OBS, action_spec, (64, 64), output_gain=gain), layer)
+    assert kernel.shape[0] == 64
+    # 384 (means) or 12800 (logits) draws: the sample std is within 15% of gain/sqrt(64).
+    assert abs(kernel.std() / (gain / 8.0) - 1.0) < 0.15, kernel.std()
+    assert abs(kernel.mean()) < 3 * gain / 8.0 / np.sqrt(kernel.size)
+
+
+def test_value_head_orthogonal_with_gain_or_tf_agents_uniform(tmp_path):
+    tf.keras.utils.set_random_seed(2)
+    default = networks.value_network(OBS, (64, 32))
+    orthogonal = networks.value_network(OBS, (64, 32), output_gain=1.7)
+    w0, w1 = _output_kernel(default, "ValueNetwork"), _output_kernel(orthogonal, "ValueNetwork")
+    assert w0.shape == w1.shape == (32, 1)
+    assert np.all(np.abs(w0) <= 0.03) and np.linalg.norm(w0) < 0.3  # TF-Agents' uniform ±0.03
+    assert np.linalg.norm(w1) == pytest.approx(1.7, rel=1e-5)  # a unit column times the gain
+    # Only the head's init differs: the same variables, the same checkpoint keys.
+    assert [v.shape for v in default.trainable_variables] == [v.shape for v in orthogonal.trainable_variables]
+    observations = tf.constant(np.random.default_rng(0).normal(size=(5, 11)), tf.float32)
+    path = tf.train.Checkpoint(net=default).write(str(tmp_path / "value"))
+    tf.train.Checkpoint(net=orthogonal).read(path).assert_consumed()
+    np.testing.assert_array_equal(orthogonal(observations)[0].numpy(), default(observations)[0].numpy())
+
+
+def test_negative_value_output_gain_is_refused():
+    with pytest.raises(ValueError, match="output_gain must be >= 0"):
+        networks.value_network(OBS, output_gain=-1.0)
+
+
+def test_make_agent_uses_the_configs_init_and_adam_epsilon():
+    tf_env = tf_py_environment.TFPyEnvironment(load_batched("Pendulum-v1", num_envs=1, seed=0))
+    config = presets.preset("Pendulum-v1", policy_output_gain=0.01, value_output_gain=1.0, value_adam_epsilon=1e-5)
+    tf.keras.utils.set_random_seed(3)
+    agent = make_agent(config, tf_env, tf.Variable(0, dtype=tf.int64))
+    assert agent._optimizer.epsilon == pytest.approx(1e-5)  # noqa: SLF001
+    value_kernel = _output_kernel(agent._value_net, "ValueNetwork")  # noqa: SLF001
+    assert np.linalg.norm(value_kernel) == pytest.approx(1.0, rel=1e-5)
+    means = _output_kernel(agent._actor_net, "means_projection")  # noqa: SLF001
+    assert means.std() < 0.01 / 8.0 * 1.5
