@@ -47,9 +47,11 @@ def test_value_head_orthogonal_with_gain_or_tf_agents_uniform(tmp_path):
     np.testing.assert_array_equal(orthogonal(observations)[0].numpy(), default(observations)[0].numpy())
 
 
-def test_negative_value_output_gain_is_refused():
-    with pytest.raises(ValueError, match="output_gain must be >= 0"):
+def test_bad_output_gains_are_refused():
+    with pytest.raises(ValueError, match="value_network: output_gain must be >= 0"):
         networks.value_network(OBS, output_gain=-1.0)
+    with pytest.raises(ValueError, match="actor_network: output_gain must be > 0"):
+        networks.actor_network(OBS, BOX, output_gain=0.0)
 
 
 def test_make_agent_uses_the_configs_init_and_adam_epsilon():

@@ -76,6 +76,8 @@ def actor_network(
     uses gain 0.01; 0.1 is TF-Agents' `init_means_output_factor=0.01`).
     """
     _check_observation_spec(observation_spec)
+    if not output_gain > 0:
+        raise ValueError(f"actor_network: output_gain must be > 0, got {output_gain}")
     kernel_init = tf.keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)
     normal_net = functools.partial(
         normal_projection_network.NormalProjectionNetwork,
