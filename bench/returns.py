@@ -23,9 +23,12 @@ The variants:
   tftrpo-paperkl  `tftrpo-train --max-kl δ --cg-damping λ`: rl-zoo3's numbers taken as the paper's
                   D̄_KL of the whole action distribution, a d times smaller trust region (the
                   preset until the units were found out).
-  tftrpo-sb3init  the preset with sb3-contrib's output-layer init and Adam epsilon:
-                  `--policy-output-gain 0.01 --value-output-gain 1 --value-adam-epsilon 1e-5`
-                  (the preset: 0.1, TF-Agents' uniform ±0.03 value head, 1e-7).
+  tftrpo-tfainit  the preset with TF-Agents' output-layer init and Keras' Adam epsilon, the
+                  library's defaults before stop 15: `--policy-output-gain 0.1 --value-output-gain 0
+                  --value-adam-epsilon 1e-7` (the preset now: sb3-contrib's 0.01, an orthogonal
+                  value head of gain 1, 1e-5). Those runs were made as `tftrpo` and relabelled, and
+                  the preset's runs from then on were made as the variant `tftrpo-sb3init` (the
+                  same flags as the new defaults) and relabelled `tftrpo`; see their "note".
   sb3             sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
 """
 import argparse
@@ -45,13 +48,13 @@ from common import git_info  # noqa: E402
 REPO = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-sb3init", "sb3")
+VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3")
 LABELS = {"tftrpo": "tftrpo", "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
-          "tftrpo-sb3init": "tftrpo, sb3-contrib's init", "sb3": "sb3-contrib"}
+          "tftrpo-tfainit": "tftrpo, TF-Agents' init", "sb3": "sb3-contrib"}
 # The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
 VARIANT_FLAGS = {"tftrpo": [], "tftrpo-tfloop": ["--no-numpy-policy"],
-                 "tftrpo-sb3init": ["--policy-output-gain", "0.01", "--value-output-gain", "1.0",
-                                    "--value-adam-epsilon", "1e-5"]}
+                 "tftrpo-tfainit": ["--policy-output-gain", "0.1", "--value-output-gain", "0",
+                                    "--value-adam-epsilon", "1e-7"]}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
              "sys.exit(main(sys.argv[1:]))")
@@ -155,7 +158,7 @@ def report():
     import matplotlib.pyplot as plt
 
     colors = {"tftrpo": "tab:orange", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
-              "tftrpo-sb3init": "tab:green", "sb3": "tab:blue"}
+              "tftrpo-tfainit": "tab:green", "sb3": "tab:blue"}
     envs = [e for e in ENVS if e in table]
     if envs:
         fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
@@ -266,7 +269,7 @@ def noise_table(runs) -> str:
     lines = ["| env | variant | seed | " + " | ".join(f"mean log σ at {f:.0%}" for f in NOISE_AT)
              + " | final greedy return |", "|---|---|---|" + "---|" * len(NOISE_AT) + "---|"]
     for env_id in ENVS:
-        for variant in ("tftrpo", "tftrpo-sb3init", "sb3"):
+        for variant in ("tftrpo", "tftrpo-tfainit", "sb3"):
             for r in sorted((r for r in runs if r["env"] == env_id and variant_of(r) == variant), key=lambda r: r["seed"]):
                 curve = mean_log_std_curve(r)
                 if curve is None:

@@ -59,19 +59,19 @@ def test_returns_short(tmp_path):
     with open(tmp_path / "returns.json") as f:
         results = json.load(f)
     summary = results["summary"]["Hopper-v5"]
-    assert set(summary) == {"tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-sb3init", "sb3"}
+    assert set(summary) == {"tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3"}
     for variant in summary.values():
         assert variant["seeds"] == 1 and _positive(variant["mean"])
     runs = {r.get("variant", "sb3"): r for r in results["runs"]}
     configs = {v: r.get("config") for v, r in runs.items()}
     # Hopper has 3 action dimensions: sb3-contrib's δ 0.01, λ 0.1 are the preset's 0.03, 0.3.
-    for variant in ("tftrpo", "tftrpo-tfloop", "tftrpo-sb3init"):
+    for variant in ("tftrpo", "tftrpo-tfloop", "tftrpo-tfainit"):
         assert abs(configs[variant]["max_kl"] - 0.03) < 1e-9 and abs(configs[variant]["cg_damping"] - 0.3) < 1e-9
     assert configs["tftrpo"]["numpy_policy"] is True and configs["tftrpo-tfloop"]["numpy_policy"] is False
     assert configs["tftrpo-paperkl"]["max_kl"] == 0.01 and configs["tftrpo-paperkl"]["cg_damping"] == 0.1
     init = ("policy_output_gain", "value_output_gain", "value_adam_epsilon")
-    assert [configs["tftrpo"][k] for k in init] == [0.1, 0.0, 1e-7]
-    assert [configs["tftrpo-sb3init"][k] for k in init] == [0.01, 1.0, 1e-5]
+    assert [configs["tftrpo"][k] for k in init] == [0.01, 1.0, 1e-5]
+    assert [configs["tftrpo-tfainit"][k] for k in init] == [0.1, 0.0, 1e-7]
     assert (tmp_path / "returns.png").exists()
     # The noise table's log σ: sb3-contrib's as recorded, tftrpo's from its entropy diagnostic. Both
     # policies start at log σ = 0, so the first rollout's value is 0 for both (tftrpo's through

@@ -47,10 +47,12 @@ class TRPOConfig:
     activation: str = "tanh"
     # Output-layer init (networks.actor_network / value_network): the policy head's weights have
     # std policy_output_gain/sqrt(fan_in); value_output_gain > 0 makes the value head orthogonal
-    # with that gain (0: TF-Agents' uniform ±0.03). The value net's Adam epsilon.
-    policy_output_gain: float = 0.1
-    value_output_gain: float = 0.0
-    value_adam_epsilon: float = 1e-7
+    # with that gain (0: TF-Agents' uniform ±0.03). The value net's Adam epsilon. sb3-contrib's
+    # values; TF-Agents' (0.1, 0, 1e-7) were the defaults before the 1M-step comparison of
+    # bench/README.md ("tftrpo, TF-Agents' init" there).
+    policy_output_gain: float = 0.01
+    value_output_gain: float = 1.0
+    value_adam_epsilon: float = 1e-5
     # Vine sampling (Section 5.2): N states, K actions (0: all actions of a discrete
     # space, else 4 for continuous), branch rollouts of length L, trunk length (0: 4N).
     vine_states: int = 64
