@@ -33,7 +33,6 @@ The variants:
 """
 import argparse
 import concurrent.futures
-import functools
 import json
 import os
 import subprocess
@@ -46,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import git_info  # noqa: E402
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
 VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3")
@@ -71,7 +71,6 @@ def paper_trust_region(env_id):
     and damps F/d; that is the paper's step with d·δ and d·λ (equal gᵀs to 7 digits on a real
     sb3 batch, bench/experiments/sb3_trust_region.py). This variant keeps the stated numbers.
     """
-    sys.path.insert(0, REPO)
     from tftrpo.presets import rl_zoo3_trust_region
 
     delta, damping, _ = rl_zoo3_trust_region(env_id)
@@ -98,7 +97,6 @@ def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
         evaluation = subprocess.run([python, "-c", TF_EVAL, os.path.join(tmp, "export"), env_id, str(seed + 10_000)],
                                     cwd=tmp, env=env, check=True, capture_output=True, text=True)
         returns = json.loads(evaluation.stdout.strip().splitlines()[-1])
-        sys.path.insert(0, REPO)
         from tftrpo.plotting import read_progress
 
         rows = read_progress(os.path.join(tmp, "run", "progress.csv"))
@@ -244,23 +242,14 @@ def mean_log_std_curve(run):
     the entropy diagnostic: a diagonal Gaussian's entropy is Σ_j (½ ln 2πe + log σ_j)."""
     if "mean_log_std" in run:
         return np.array(run["mean_log_std"], dtype=float)
+    from tftrpo.presets import action_dimension
+
     entropy = (run.get("diagnostics") or {}).get("entropy")
     if not entropy or len(entropy) != len(run["curve"]):
         return None
     steps = np.array(run["curve"], dtype=float)[:, 0]
-    return np.stack([steps, np.array(entropy, dtype=float) / action_dims(run["env"]) - 0.5 * np.log(2 * np.pi * np.e)],
+    return np.stack([steps, np.array(entropy, dtype=float) / action_dimension(run["env"]) - 0.5 * np.log(2 * np.pi * np.e)],
                     axis=1)
-
-
-@functools.lru_cache(maxsize=None)
-def action_dims(env_id) -> int:
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    try:
-        return int(np.prod(env.action_space.shape))
-    finally:
-        env.close()
 
 
 def noise_table(runs) -> str:
