@@ -43,7 +43,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import git_info  # noqa: E402
+from common import git_info, snapshot_tftrpo  # noqa: E402
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
@@ -83,7 +83,6 @@ DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_re
 
 
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     if variant == "tftrpo-paperkl":
         max_kl, damping = paper_trust_region(env_id)
         extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
@@ -91,6 +90,10 @@ def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
         extra = VARIANT_FLAGS[variant]
     source = git_info()  # the library this run trains with (taken before it starts)
     with tempfile.TemporaryDirectory() as tmp:
+        # The run imports a copy of tftrpo/ taken now: edits to the working tree during a
+        # run (lanes run for hours) cannot reach it, so `source` describes what it trained with.
+        env = {**os.environ, "PYTHONPATH": snapshot_tftrpo(dest=os.path.join(tmp, "library")),
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
         cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
                "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress", *extra]
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True)
