@@ -24,7 +24,7 @@ DEFAULT_ENV = "InvertedPendulum-v5"
 class TRPOConfig:
     """Everything a run needs besides the env id, seed and budget."""
 
-    steps: int = 1_000_000  # environment steps of a run
+    steps: int = 1_000_000  # environment steps of a run (it ends at the whole iteration nearest this)
     num_envs: int = 2
     steps_per_env: int = 1024  # one iteration collects num_envs × steps_per_env steps
     max_kl: float = 0.01
