@@ -198,13 +198,13 @@ def git_info(repo=REPO_ROOT):
             "untracked_in_tftrpo": git("ls-files", "--others", "--exclude-standard", "--", "tftrpo")}
 
 
-def snapshot_tftrpo(repo=REPO_ROOT):
-    """Copies the package as it is now into a temp dir, so that a run imports one
-    consistent version even while the working tree is being edited."""
+def snapshot_tftrpo(repo=REPO_ROOT, dest=None):
+    """Copies the package as it is now into `dest` (default: a new temp dir), so that a run
+    imports one consistent version even while the working tree is being edited."""
     import shutil
     import tempfile
 
-    dest = tempfile.mkdtemp(prefix="tftrpo-bench-snapshot-")
+    dest = dest or tempfile.mkdtemp(prefix="tftrpo-bench-snapshot-")
     shutil.copytree(os.path.join(repo, "tftrpo"), os.path.join(dest, "tftrpo"),
                     ignore=shutil.ignore_patterns("__pycache__"))
     return dest

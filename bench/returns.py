@@ -33,8 +33,9 @@ The variants:
 """
 import argparse
 import concurrent.futures
-import functools
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -44,8 +45,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import git_info  # noqa: E402
+from common import git_info, snapshot_tftrpo  # noqa: E402
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
 VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3")
@@ -71,7 +73,6 @@ def paper_trust_region(env_id):
     and damps F/d; that is the paper's step with d·δ and d·λ (equal gᵀs to 7 digits on a real
     sb3 batch, bench/experiments/sb3_trust_region.py). This variant keeps the stated numbers.
     """
-    sys.path.insert(0, REPO)
     from tftrpo.presets import rl_zoo3_trust_region
 
     delta, damping, _ = rl_zoo3_trust_region(env_id)
@@ -84,7 +85,6 @@ DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_re
 
 
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     if variant == "tftrpo-paperkl":
         max_kl, damping = paper_trust_region(env_id)
         extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
@@ -92,13 +92,16 @@ def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
         extra = VARIANT_FLAGS[variant]
     source = git_info()  # the library this run trains with (taken before it starts)
     with tempfile.TemporaryDirectory() as tmp:
+        # The run imports a copy of tftrpo/ taken now: edits to the working tree during a
+        # run (lanes run for hours) cannot reach it, so `source` describes what it trained with.
+        env = {**os.environ, "PYTHONPATH": snapshot_tftrpo(dest=os.path.join(tmp, "library")),
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
         cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
                "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress", *extra]
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True)
         evaluation = subprocess.run([python, "-c", TF_EVAL, os.path.join(tmp, "export"), env_id, str(seed + 10_000)],
                                     cwd=tmp, env=env, check=True, capture_output=True, text=True)
         returns = json.loads(evaluation.stdout.strip().splitlines()[-1])
-        sys.path.insert(0, REPO)
         from tftrpo.plotting import read_progress
 
         rows = read_progress(os.path.join(tmp, "run", "progress.csv"))
@@ -213,12 +216,36 @@ def markdown_table(runs) -> str:
 ISSUE_SEEDS = (0, 1, 2)  # the issue's 3 seeds per task; more seeds get a row of their own
 
 
+def permutation_p_value(a, b, max_exact=200_000, samples=100_000, seed=0) -> float:
+    """Two-sided p-value of mean(a) − mean(b) by a permutation test.
+
+    If the runs of both groups were exchangeable (no difference between the libraries), every
+    split of the pooled runs into groups of len(a) and len(b) would be as likely as the one
+    observed; p is the share of splits whose |difference of means| is at least the observed
+    one. Exact over all C(n_a + n_b, n_a) splits up to `max_exact` of them (10 + 10 seeds:
+    184,756), else estimated from `samples` random splits.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    pooled, n = np.concatenate([a, b]), len(a)
+    if math.comb(len(pooled), n) <= max_exact:
+        chosen = np.array(list(itertools.combinations(range(len(pooled)), n)))
+    else:
+        chosen = np.argsort(np.random.default_rng(seed).random((samples, len(pooled))), axis=1)[:, :n]
+    sums = pooled[chosen].sum(axis=1)
+    differences = np.abs(sums / n - (pooled.sum() - sums) / (len(pooled) - n))
+    observed = abs(a.mean() - b.mean())
+    return float(np.mean(differences >= observed * (1 - 1e-12)))
+
+
 def target_table(runs) -> str:
     """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's over the issue's
     seeds 0-2, and, where both libraries have run more seeds, over all the seeds both have
-    finished (the other tftrpo variants where they have run them all)."""
-    lines = ["| env | seeds | " + " | ".join(LABELS[v] for v in VARIANTS) + " | tftrpo ≥ sb3-contrib? |",
-             "|---|---|" + "---|" * len(VARIANTS) + "---|"]
+    finished (the other tftrpo variants where they have run them all). The last columns give
+    the difference of the two means and its permutation p-value: how often a difference at
+    least that large arises from splitting the same runs at random."""
+    lines = ["| env | seeds | " + " | ".join(LABELS[v] for v in VARIANTS)
+             + " | tftrpo − sb3-contrib | p (permutation) | tftrpo ≥ sb3-contrib? |",
+             "|---|---|" + "---|" * len(VARIANTS) + "---|---|---|"]
     for env_id in ENVS:
         by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
                       for v in VARIANTS}
@@ -229,8 +256,9 @@ def target_table(runs) -> str:
                      else None for v in VARIANTS}
             cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
             verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
+            p = permutation_p_value([by_variant["tftrpo"][s] for s in seeds], [by_variant["sb3"][s] for s in seeds])
             lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | " + " | ".join(cell[v] for v in VARIANTS)
-                         + f" | {verdict} |")
+                         + f" | {means['tftrpo'] - means['sb3']:+.0f} | {p:.2f} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -244,23 +272,14 @@ def mean_log_std_curve(run):
     the entropy diagnostic: a diagonal Gaussian's entropy is Σ_j (½ ln 2πe + log σ_j)."""
     if "mean_log_std" in run:
         return np.array(run["mean_log_std"], dtype=float)
+    from tftrpo.presets import action_dimension
+
     entropy = (run.get("diagnostics") or {}).get("entropy")
     if not entropy or len(entropy) != len(run["curve"]):
         return None
     steps = np.array(run["curve"], dtype=float)[:, 0]
-    return np.stack([steps, np.array(entropy, dtype=float) / action_dims(run["env"]) - 0.5 * np.log(2 * np.pi * np.e)],
+    return np.stack([steps, np.array(entropy, dtype=float) / action_dimension(run["env"]) - 0.5 * np.log(2 * np.pi * np.e)],
                     axis=1)
-
-
-@functools.lru_cache(maxsize=None)
-def action_dims(env_id) -> int:
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    try:
-        return int(np.prod(env.action_space.shape))
-    finally:
-        env.close()
 
 
 def noise_table(runs) -> str:

@@ -105,6 +105,8 @@ def test_same_seed_same_run_in_a_fresh_process(tmp_path):
 
     first, again, other = run("a", 3), run("b", 3), run("c", 4)
     assert len(first) >= 3
+    # The run ends as near its --steps budget as whole iterations of 2 × 128 slots allow.
+    assert abs(int(first[-1][0]) - 1024) <= 128 and all(abs(int(r[-1][0]) - 1024) <= 128 for r in (again, other))
     assert first == again
     assert [r[3:] for r in first] != [r[3:] for r in other]
     tf_loop, tf_loop_again = run("d", 3, "--no-numpy-policy"), run("e", 3, "--no-numpy-policy")
@@ -156,3 +158,17 @@ def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path):
             (ckpt_dir / name).write_bytes(b"garbage")
     corrupt = cli("train", "--run-dir", str(run_dir), "--resume", "--steps", "1024", cwd=tmp_path, check=False)
     assert corrupt.returncode == 2 and "cannot restore the checkpoint" in corrupt.stderr
+
+
+def test_the_step_budget_ends_a_run_at_the_nearest_whole_iteration():
+    from tftrpo.train import another_iteration
+
+    # 2 envs × 1024 slots; resets take a slot each, so an iteration is ~2046 steps.
+    assert another_iteration(0, 4096, 2048) and another_iteration(2046, 4096, 2048)
+    assert not another_iteration(4092, 4096, 2048)  # 4 short: a third iteration would overshoot by ~2042
+    assert another_iteration(4096 - 1025, 4096, 2048) and not another_iteration(4096 - 1024, 4096, 2048)
+    assert not another_iteration(4096, 4096, 2048) and not another_iteration(5000, 4096, 2048)
+    # A fresh run always trains once, even on a budget below one iteration.
+    assert another_iteration(0, 100, 2048) and not another_iteration(2040, 100, 2048)
+    # A 1M-step MuJoCo run: Swimmer's 488 iterations of 2046 leave 1552 short, so a 489th runs.
+    assert another_iteration(488 * 2046, 1_000_000, 2048) and not another_iteration(489 * 2046, 1_000_000, 2048)

@@ -17,5 +17,6 @@ def test_the_main_job_solves_inverted_pendulum(tmp_path):
                    capture_output=True, timeout=1800)
     with open(tmp_path / "savedmodels" / "InvertedPendulum-v5-seed0" / "tftrpo_run.json") as f:
         meta = json.load(f)
-    assert meta["env"] == "InvertedPendulum-v5" and meta["env_steps"] >= 60_000
+    # Its budget, 60k steps, to the nearest whole iteration of 2 × 512 slots.
+    assert meta["env"] == "InvertedPendulum-v5" and abs(meta["env_steps"] - 60_000) <= 512
     assert meta["final_eval_return"] >= 950, meta

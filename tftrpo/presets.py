@@ -15,7 +15,7 @@ from typing import Dict, Optional, Tuple
 
 from tftrpo.envs import family
 
-__all__ = ["TRPOConfig", "preset", "rl_zoo3_trust_region", "DEFAULT_ENV"]
+__all__ = ["TRPOConfig", "preset", "rl_zoo3_trust_region", "action_dimension", "DEFAULT_ENV"]
 
 DEFAULT_ENV = "InvertedPendulum-v5"
 
@@ -24,7 +24,7 @@ DEFAULT_ENV = "InvertedPendulum-v5"
 class TRPOConfig:
     """Everything a run needs besides the env id, seed and budget."""
 
-    steps: int = 1_000_000  # environment steps of a run
+    steps: int = 1_000_000  # environment steps of a run (it ends at the whole iteration nearest this)
     num_envs: int = 2
     steps_per_env: int = 1024  # one iteration collects num_envs × steps_per_env steps
     max_kl: float = 0.01
@@ -104,7 +104,8 @@ _ENV = {
 
 
 @functools.lru_cache(maxsize=None)
-def _action_dimension(env_id: str) -> int:
+def action_dimension(env_id: str) -> int:
+    """d, the number of action dimensions of a Box-action env (1 for a scalar action)."""
     import gymnasium as gym
     import numpy as np
 
@@ -124,7 +125,7 @@ def rl_zoo3_trust_region(env_id: str) -> Tuple[float, float, int]:
     sb3-contrib batch). InvertedPendulum (d = 1) is unchanged by the conversion.
     """
     values = {**_RL_ZOO3_TRUST_REGION, **_RL_ZOO3_ENV_TRUST_REGION.get(env_id, {})}
-    return values["max_kl"], values["cg_damping"], _action_dimension(env_id)
+    return values["max_kl"], values["cg_damping"], action_dimension(env_id)
 
 
 def preset(env_id: str, **overrides) -> TRPOConfig:

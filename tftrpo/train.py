@@ -241,18 +241,20 @@ def run(args) -> dict:
     bar = _progress_bar(config.steps, int(env_steps.numpy()), env_id, args.no_progress)
     last_eval = None
     start = time.time()
+    batch_steps = collector.simulator_steps_per_collect
     with writer.as_default():
-        while int(env_steps.numpy()) < config.steps:
+        while another_iteration(int(env_steps.numpy()), config.steps, batch_steps):
             t0 = time.time()
-            info, steps, branch = collect_and_train()
-            env_steps.assign_add(steps)
+            info, iteration_steps, branch = collect_and_train()
+            env_steps.assign_add(iteration_steps)
             branch_steps.assign_add(branch)
             extra = info.extra
             iteration = int(train_step.numpy())
             step = int(env_steps.numpy())
-            steps_per_second = steps / (time.time() - t0)
+            steps_per_second = iteration_steps / (time.time() - t0)
             eval_value = None
-            if iteration % config.eval_interval == 0 or step >= config.steps:
+            final = not another_iteration(step, config.steps, batch_steps)
+            if iteration % config.eval_interval == 0 or final:
                 eval_value = last_eval = evaluate()
                 tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=step)
             recent_return, recent_length = collector.recent_episodes()
@@ -272,7 +274,7 @@ def run(args) -> dict:
                        value_loss=float(extra.value_loss), explained_variance=float(extra.explained_variance),
                        steps_per_second=round(steps_per_second, 1), wall_time=round(time.time() - start, 2))
             _append_progress(progress_csv, row)
-            if iteration % config.checkpoint_interval == 0 or step >= config.steps:
+            if iteration % config.checkpoint_interval == 0 or final:
                 checkpointer.save(train_step)
             _report(bar, row, last_eval)
     if bar is not None:
@@ -295,6 +297,21 @@ def run(args) -> dict:
           f"  SavedModel:      {export_dir}\n  TensorBoard:     tensorboard --logdir {run_dir}\n"
           f"  learning curve:  {os.path.join(run_dir, 'learning_curve.png')}", flush=True)
     return summary
+
+
+def another_iteration(env_steps: int, budget: int, iteration_steps: int) -> bool:
+    """Whether one more iteration brings the run's simulator steps nearer to `budget`.
+
+    An iteration collects whole batches of about `iteration_steps` (the collector's
+    `simulator_steps_per_collect`: B·T slots for single path, of which resets take a few;
+    trunk plus branch steps for vine), so a run cannot end exactly on its budget. It
+    runs a first iteration, then another while the shortfall exceeds half an iteration:
+    `--steps 4096` with 2 × 1024 slots is 2 iterations (4092 steps), not 3 (6138) for
+    the 4 slots that resets took. The rule reads only counters the checkpoint holds, so
+    a resumed run stops where the uninterrupted one would.
+    """
+    shortfall = budget - env_steps
+    return shortfall > 0 and (env_steps == 0 or shortfall > iteration_steps / 2)
 
 
 def _discrete(action_spec) -> bool:

@@ -1,0 +1,47 @@
+"""The returns benchmark's report (bench/returns.py): its statistics, on made-up runs (in CI;
+no sb3-contrib venv or training needed)."""
+import itertools
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import returns  # noqa: E402
+
+
+def test_permutation_p_value_counts_the_splits_by_hand():
+    # {1,2,3} vs {4,5,6}: of the C(6,3) = 20 splits only these two extremes reach |Δ| = 3.
+    assert returns.permutation_p_value([1, 2, 3], [4, 5, 6]) == 2 / 20
+    assert returns.permutation_p_value([4, 5, 6], [1, 2, 3]) == 2 / 20
+    # Identical groups: every split is at least as far apart as the observed Δ = 0.
+    assert returns.permutation_p_value([5, 5], [5, 5]) == 1.0
+
+
+def test_permutation_p_value_matches_an_independent_enumeration():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 4), rng.normal(1, 1, 5)
+    pooled, observed = np.concatenate([a, b]), abs(a.mean() - b.mean())
+    # Every ordering of the 9 runs, the first 4 as group a: each split counted 4!·5! times.
+    hits = [abs(np.mean(p[:4]) - np.mean(p[4:])) >= observed - 1e-12 for p in itertools.permutations(pooled)]
+    assert abs(returns.permutation_p_value(a, b) - np.mean(hits)) < 1e-12
+    # The Monte Carlo branch (forced by max_exact=0) estimates the same p.
+    assert abs(returns.permutation_p_value(a, b, max_exact=0, samples=200_000) - np.mean(hits)) < 0.01
+
+
+def _run(variant, env, seed, value):
+    return {"variant": variant, "library": variant, "env": env, "seed": seed, "final_eval_mean": value}
+
+
+def test_target_table_gives_the_difference_p_and_verdict_per_seed_set():
+    runs = [_run("tftrpo", "Hopper-v5", s, v) for s, v in enumerate([10, 20, 30, 40])]
+    runs += [_run("sb3", "Hopper-v5", s, v) for s, v in enumerate([40, 50, 60, 70])]
+    rows = [line.split(" | ") for line in returns.target_table(runs).splitlines()[2:]]
+    assert len(rows) == 2  # the issue's seeds 0-2, then all four both libraries ran
+    issue, every = rows
+    assert issue[1] == "0, 1, 2" and issue[-3:] == ["-30", f"{2 / 20:.2f}", "no |"]
+    # 4 vs 4 of sum 320: |Δ| = |2S − 320|/4 ≥ 30 needs a group sum S ≤ 100 or ≥ 220: {10, 20, 30, 40}
+    # with either 40, and the two complements, so 4 of the C(8,4) = 70 splits.
+    assert every[1] == "0, 1, 2, 3" and every[-3] == "-30" and every[-2] == f"{4 / 70:.2f}"
+    flipped = [dict(r, variant="sb3" if r["variant"] == "tftrpo" else "tftrpo") for r in runs]
+    assert returns.target_table(flipped).splitlines()[2].endswith("| +30 | 0.10 | yes |")
