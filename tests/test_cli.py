@@ -125,7 +125,7 @@ def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     assert not (tmp_path / "runs").exists()  # a rejected run leaves no directory behind
     never = cli("train", "--checkpoint-interval", "0", "--env", "CartPole-v1", cwd=tmp_path, check=False)
     assert never.returncode == 2 and "--checkpoint-interval must be >= 1" in never.stderr
-    for flag, value, message in (("--policy-output-gain", "0", "must be > 0"), ("--value-adam-epsilon", "0", "must be > 0"),
+    for flag, value, message in (("--policy-output-gain", "0", "must be > 0"), ("--value-adam-epsilon", "-1e-5", "must be > 0"),
                                  ("--value-output-gain", "-1", "must be >= 0")):
         bad_init = cli("train", flag, value, "--env", "CartPole-v1", cwd=tmp_path, check=False)
         assert bad_init.returncode == 2 and f"{flag} {message}" in bad_init.stderr, bad_init.stderr

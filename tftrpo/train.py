@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
             kind = {int: int, float: float, str: str}.get(field.type, None) or \
                 {"int": int, "float": float, "str": str}[field.type]
             group.add_argument(flag, type=kind, default=None)
+    # Python 3.11's argparse takes "-1e-3" for an option ("--max-kl: expected one argument");
+    # with scientific notation counted as a negative number the value reaches our own checks.
+    parser._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
     return parser
 
 
