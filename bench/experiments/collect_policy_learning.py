@@ -18,6 +18,7 @@ Prints, and appends to bench/results/collect_policy_learning.json, the mean trai
 (stochastic policy, episodes finished) in each quarter of the run.
 """
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -77,9 +78,17 @@ def main():
                "train_return_by_quarter": quarters, "seconds": time.time() - start}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    old = json.load(open(RESULTS)) if os.path.exists(RESULTS) else []
-    with open(RESULTS, "w") as f:
-        json.dump(old + rows, f, indent=1)
+    append_rows(RESULTS, rows)
+
+
+def append_rows(path, rows):
+    """Appends to the JSON list at `path` under an exclusive lock (two lanes share the file)."""
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.load(open(path)) if os.path.exists(path) else []
+        with open(path + ".tmp", "w") as f:
+            json.dump(old + rows, f, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
