@@ -89,6 +89,17 @@ def _check_positive(config: presets.TRPOConfig):
         raise UsageError(f"--value-output-gain must be >= 0 (0: TF-Agents' head), got {config.value_output_gain}")
 
 
+def _in_flag_terms(error: Exception) -> str:
+    """An agent's complaint as the command line's: `max_kl` becomes `--max-kl`, without the
+    class prefix and the line gin appends ("In call to configurable 'TRPOAgent' ...")."""
+    message = str(error).split("\n  In call to configurable")[0]
+    message = re.sub(r"^TRPOAgent: ", "", message)
+    for field in dataclasses.fields(presets.TRPOConfig):
+        if "_" in field.name:  # plain words ("steps") may be prose
+            message = re.sub(rf"\b{field.name}\b", "--" + field.name.replace("_", "-"), message)
+    return message
+
+
 # ------------------------------------------------------------------- run dir
 def _resolve_run(args):
     """(env_id, seed, sampling, config, run_dir, export_dir), checking the run directory."""
@@ -188,7 +199,7 @@ def run(args) -> dict:
     try:
         agent = make_agent(config, env, train_step)
     except ValueError as e:  # invalid hyperparameters
-        raise UsageError(str(e))
+        raise UsageError(_in_flag_terms(e))
 
     env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
     branch_steps = tf.Variable(0, dtype=tf.int64, name="branch_steps")
