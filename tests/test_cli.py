@@ -114,6 +114,22 @@ def test_same_seed_same_run_in_a_fresh_process(tmp_path):
     assert [r[3:] for r in tf_loop] != [r[3:] for r in first]
 
 
+def test_help_and_argument_errors_do_not_load_tensorflow(tmp_path):
+    probe = ("import sys\nfrom tftrpo import train\ntrain.build_parser()\n"
+             "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'tensorflow' in m)[:3]\n"
+             "import tftrpo\nassert tftrpo.TRPOAgent.__name__ == 'TRPOAgent' and 'tensorflow' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=ENV, check=True, timeout=300)
+    unknown = cli("train", "--env", "Nope-v5", cwd=tmp_path, check=False)
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines() == [
+        "tftrpo-train: error: Unknown gymnasium env id 'Nope-v5'. Did you mean: Hopper-v5, Hopper-v4, Hopper-v3?"]
+
+
+def test_the_old_gym_packages_notice_is_not_printed(tmp_path):
+    # tf-agents imports gym 0.23, whose import prints "Gym has been unmaintained ..."; the CLIs drop it.
+    bad = cli("train", "--env", "CartPole-v1", "--max-kl", "-1", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "unmaintained" not in bad.stderr and "--max-kl must be > 0" in bad.stderr
+
+
 def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     unknown = cli("train", "--env", "CartPoel-v1", cwd=tmp_path, check=False)
     assert unknown.returncode == 2 and "CartPole-v1" in unknown.stderr and "Unknown" in unknown.stderr

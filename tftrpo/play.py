@@ -13,6 +13,8 @@ import os
 import sys
 from typing import List, Optional
 
+from tftrpo.console import quiet_startup
+
 __all__ = ["load_policy", "run_episodes", "main"]
 
 
@@ -63,6 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
+    quiet_startup()
 
     env_id = args.env
     metadata = os.path.join(args.export_dir, "tftrpo_run.json")

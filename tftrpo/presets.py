@@ -13,7 +13,7 @@ import dataclasses
 import functools
 from typing import Dict, Optional, Tuple
 
-from tftrpo.envs import family
+from tftrpo.envs.registry import family
 
 __all__ = ["TRPOConfig", "preset", "rl_zoo3_trust_region", "action_dimension", "DEFAULT_ENV"]
 

@@ -22,6 +22,8 @@ import sys
 import time
 from typing import List, Optional
 
+from tftrpo.console import quiet_startup
+
 from tftrpo import presets
 
 PROGRESS_FIELDS = ["iteration", "env_steps", "trunk_steps", "branch_steps", "train_return", "train_episode_length", "eval_return",
@@ -142,10 +144,10 @@ def _resolve_run(args):
 
 
 def _check_env_id(env_id):
-    from tftrpo.envs import suites
+    from tftrpo.envs import registry
 
     try:
-        suites.check_env_id(env_id)
+        registry.check_env_id(env_id)
     except ValueError as e:
         raise UsageError(str(e))
 
@@ -396,6 +398,7 @@ def _report(bar, row, last_eval):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_startup()
     try:
         run(args)
     except UsageError as e:

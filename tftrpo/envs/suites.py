@@ -1,6 +1,5 @@
 """Loading Gymnasium MuJoCo / classic-control / Atari envs as TF-Agents envs."""
 
-import difflib
 import functools
 from typing import Optional
 
@@ -12,33 +11,7 @@ from tf_agents.environments import py_environment
 
 from tftrpo.envs.batched import BatchedGymnasiumEnvironment
 from tftrpo.envs.gymnasium_env import GymnasiumEnvironment
-
-
-def _register_atari() -> None:
-    import ale_py  # pylint: disable=g-import-not-at-top
-
-    gym.register_envs(ale_py)
-
-
-def _spec(env_id: str) -> Optional[gym.envs.registration.EnvSpec]:
-    if env_id not in gym.registry and env_id.startswith('ALE/'):
-        _register_atari()
-    return gym.registry.get(env_id)
-
-
-def family(env_id: str) -> str:
-    """'mujoco', 'atari', 'classic' or 'other' (also for unknown ids)."""
-    if env_id.startswith('ALE/'):
-        return 'atari'
-    spec = _spec(env_id)
-    entry = str(spec.entry_point) if spec is not None else ''
-    if entry.startswith('gymnasium.envs.mujoco'):
-        return 'mujoco'
-    if entry.startswith('gymnasium.envs.classic_control'):
-        return 'classic'
-    if entry.startswith('ale_py'):
-        return 'atari'
-    return 'other'
+from tftrpo.envs.registry import check_env_id, family  # noqa: F401  (family: part of this module's API)
 
 
 class ChannelsLast(gym.ObservationWrapper):
@@ -74,15 +47,6 @@ def _make_atari(env_id: str, max_episode_steps: Optional[int], **gym_kwargs):
     if max_episode_steps is not None:  # counted in agent steps (4 frames each)
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     return env
-
-
-def check_env_id(env_id: str) -> None:
-    """Raises ValueError naming `env_id` and close matches if it is not registered."""
-    if _spec(env_id) is None:
-        _register_atari()  # so that ALE ids can be suggested too
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-        hint = f' Did you mean: {", ".join(close)}?' if close else ''
-        raise ValueError(f'Unknown gymnasium env id {env_id!r}.{hint}')
 
 
 def load(
