@@ -1,4 +1,4 @@
-"""Output-layer initialisation of tftrpo.networks and its plumbing from the config."""
+"""Initialisation of tftrpo.networks (hidden and output layers) and its plumbing from the config."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,6 +18,43 @@ def _output_kernel(net, substring):
     net.create_variables()
     kernels = [v for v in net.trainable_variables if substring in v.name and "kernel" in v.name]
     return kernels[-1].numpy()
+
+
+def _hidden_kernels(net, *create_args):
+    net.create_variables(*create_args)
+    return [v.numpy() for v in net.trainable_variables if "EncodingNetwork" in v.name and "kernel" in v.name]
+
+
+def test_independent_orthogonal_draws_a_new_orthogonal_matrix_per_call():
+    init = networks.IndependentOrthogonal(gain=np.sqrt(2.0))
+    a, b = init((64, 64)).numpy(), init((64, 64)).numpy()
+    np.testing.assert_allclose(a.T @ a, 2.0 * np.eye(64), atol=1e-4)
+    np.testing.assert_allclose(b.T @ b, 2.0 * np.eye(64), atol=1e-4)
+    assert np.abs(a - b).max() > 0.1
+    # Keras' own initializer repeats itself on the second call: what this class exists for.
+    keras_init = tf.keras.initializers.Orthogonal(gain=np.sqrt(2.0))
+    with pytest.warns(UserWarning, match="called multiple times"):
+        np.testing.assert_array_equal(keras_init((64, 64)).numpy(), keras_init((64, 64)).numpy())
+    seeded = [networks.IndependentOrthogonal(seed=5) for _ in range(2)]
+    first, second = ([init((11, 64)).numpy(), init((64, 64)).numpy()] for init in seeded)
+    for x, y in zip(first, second):  # a seed repeats the whole sequence of draws
+        np.testing.assert_array_equal(x, y)
+    assert np.abs(networks.IndependentOrthogonal(seed=6)((11, 64)).numpy() - first[0]).max() > 0.1
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_hidden_layers_are_drawn_independently(seed, recwarn):
+    tf.keras.utils.set_random_seed(4)
+    actor = _hidden_kernels(networks.actor_network(OBS, BOX, (64, 64, 64), seed=seed))
+    value = _hidden_kernels(networks.value_network(OBS, (64, 64, 64), seed=seed), OBS)
+    for kernel in actor + value:  # orthogonal with gain √2 (rows or columns, whichever are fewer)
+        small = kernel.T @ kernel if kernel.shape[0] >= kernel.shape[1] else kernel @ kernel.T
+        np.testing.assert_allclose(small, 2.0 * np.eye(len(small)), atol=1e-4)
+    # A shared Keras Orthogonal made same-shaped layers identical (and, for a seed, the actor's
+    # body a copy of the critic's).
+    assert np.abs(actor[1] - actor[2]).max() > 0.1 and np.abs(value[1] - value[2]).max() > 0.1
+    assert np.abs(actor[1] - value[1]).max() > 0.1
+    assert not [w for w in recwarn if "called multiple times" in str(w.message)]
 
 
 @pytest.mark.parametrize("gain", [0.1, 0.01])

@@ -13,6 +13,7 @@ import functools
 import math
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 from tf_agents.networks import (
     actor_distribution_network,
@@ -27,11 +28,42 @@ __all__ = [
     "value_network",
     "paper_mujoco_networks",
     "paper_atari_networks",
+    "IndependentOrthogonal",
     "ATARI_CONV_LAYERS",
 ]
 
 # Appendix E: "two convolutional layers with 16 channels each, with stride 2".
 ATARI_CONV_LAYERS = ((16, 4, 2), (16, 4, 2))
+
+
+class IndependentOrthogonal(tf.keras.initializers.Initializer):
+    """Orthogonal init (Saxe et al. 2014) that draws a new matrix on every call.
+
+    TF-Agents' encoding networks hand one `kernel_initializer` to all their layers, and a
+    Keras 2 initializer returns the same random numbers on every call (seeded or not:
+    Keras warns "The initializer Orthogonal is unseeded and being called multiple
+    times"). With a shared `tf.keras.initializers.Orthogonal`, each layer's Gaussian draw
+    is the start of the next layer's (the same stateless stream), so the layers are not
+    independent. This one builds a fresh `Orthogonal` per call: with `seed=None` each
+    takes its own seed from Keras' generator (reproducible under
+    `tf.keras.utils.set_random_seed`); with a seed, call k uses a seed derived from
+    (seed, k), so runs repeat exactly.
+    """
+
+    def __init__(self, gain: float = 1.0, seed: Optional[int] = None):
+        self.gain = gain
+        self.seed = seed
+        self._calls = 0
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        seed = None
+        if self.seed is not None:
+            seed = int(np.random.SeedSequence([self.seed, self._calls]).generate_state(1)[0] >> 1)
+        self._calls += 1
+        return tf.keras.initializers.Orthogonal(gain=self.gain, seed=seed)(shape, dtype=dtype, **kwargs)
+
+    def get_config(self):
+        return {"gain": self.gain, "seed": self.seed}
 
 
 def _is_image(observation_spec) -> bool:
@@ -80,7 +112,7 @@ def actor_network(
     _check_observation_spec(observation_spec)
     if not output_gain > 0:
         raise ValueError(f"actor_network: output_gain must be > 0, got {output_gain}")
-    kernel_init = tf.keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed)
+    kernel_init = IndependentOrthogonal(gain=math.sqrt(2.0), seed=seed)
     normal_net = functools.partial(
         normal_projection_network.NormalProjectionNetwork,
         mean_transform=None,
@@ -133,7 +165,8 @@ def value_network(
         conv_layer_params=conv_layer_params,
         fc_layer_params=tuple(fc_layer_params),
         activation_fn=activation_fn,
-        kernel_initializer=tf.keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed),
+        # For a given seed, a body apart from the actor's (the same seed would copy its layers).
+        kernel_initializer=IndependentOrthogonal(gain=math.sqrt(2.0), seed=None if seed is None else seed + 1),
         name=name,
     )
 
