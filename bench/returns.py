@@ -29,7 +29,15 @@ The variants:
                   value head of gain 1, 1e-5). Those runs were made as `tftrpo` and relabelled, and
                   the preset's runs from then on were made as the variant `tftrpo-sb3init` (the
                   same flags as the new defaults) and relabelled `tftrpo`; see their "note".
+  tftrpo-sharedinit  the `tftrpo` runs made before the hidden-layer init fix (commit 8363502: a
+                  shared Keras `Orthogonal` made each hidden layer's draw the start of the next's),
+                  relabelled (see their "note"). Historical: no flag reproduces it, so it is never
+                  run; its code is any commit before 8363502 (the "git" of each JSON).
   sb3             sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
+
+The variants other than `tftrpo` and `sb3` were all run before the init fix.
+
+    python bench/returns.py --report --readme README.md       # also rewrite the README's two tables
 """
 import argparse
 import concurrent.futures
@@ -50,9 +58,12 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3")
-LABELS = {"tftrpo": "tftrpo", "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
+VARIANTS = ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3")
+LABELS = {"tftrpo": "tftrpo", "tftrpo-sharedinit": "tftrpo, before the init fix",
+          "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
           "tftrpo-tfainit": "tftrpo, TF-Agents' init", "sb3": "sb3-contrib"}
+# Variants that are a record of earlier code, not something this code can run.
+HISTORICAL = {"tftrpo-sharedinit": "the commits before 8363502 (the hidden-layer init fix)"}
 # The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
 VARIANT_FLAGS = {"tftrpo": [], "tftrpo-tfloop": ["--no-numpy-policy"],
                  "tftrpo-tfainit": ["--policy-output-gain", "0.1", "--value-output-gain", "0",
@@ -160,7 +171,7 @@ def report():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"tftrpo": "tab:orange", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
+    colors = {"tftrpo": "tab:orange", "tftrpo-sharedinit": "tab:gray", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
               "tftrpo-tfainit": "tab:green", "sb3": "tab:blue"}
     envs = [e for e in ENVS if e in table]
     if envs:
@@ -181,11 +192,22 @@ def report():
         fig.tight_layout()
         fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
         plt.close(fig)
-    print(markdown_table(runs))
-    print()
-    print(target_table(runs))
-    print()
-    print(noise_table(runs))
+    return {"returns-variants": markdown_table(runs), "returns-target": target_table(runs),
+            "returns-noise": noise_table(runs)}
+
+
+def update_readme(path, tables) -> None:
+    """Replaces the text between `<!-- name -->` and `<!-- /name -->` in `path` with each table
+    that has such markers (the README quotes the variants and target tables)."""
+    import re
+
+    with open(path) as f:
+        text = f.read()
+    for name, table in tables.items():
+        text = re.sub(rf"(<!-- {name} -->\n)(?:.*?\n)?(<!-- /{name} -->)",
+                      lambda m: m.group(1) + table + "\n" + m.group(2), text, flags=re.S)
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def late_training_return(run, last_fraction=0.1) -> float:
@@ -288,7 +310,7 @@ def noise_table(runs) -> str:
     lines = ["| env | variant | seed | " + " | ".join(f"mean log σ at {f:.0%}" for f in NOISE_AT)
              + " | final greedy return |", "|---|---|---|" + "---|" * len(NOISE_AT) + "---|"]
     for env_id in ENVS:
-        for variant in ("tftrpo", "tftrpo-tfainit", "sb3"):
+        for variant in ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfainit", "sb3"):
             for r in sorted((r for r in runs if r["env"] == env_id and variant_of(r) == variant), key=lambda r: r["seed"]):
                 curve = mean_log_std_curve(r)
                 if curve is None:
@@ -305,20 +327,27 @@ def main():
     parser.add_argument("--envs", nargs="+", default=ENVS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1_000_000)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=[v for v in VARIANTS if v not in HISTORICAL])
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--tf-python", default=os.environ.get("TFTRPO_BENCH_TF_PYTHON", sys.executable))
     parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
     parser.add_argument("--report", action="store_true", help="only rebuild the table and plot")
     parser.add_argument("--out", default=OUT, help="where each run's JSON goes")
+    parser.add_argument("--readme", help="rewrite the tables between this file's <!-- returns-... --> markers")
     args = parser.parse_args()
     OUT = args.out
+    for variant in set(args.variants) & set(HISTORICAL):
+        if not args.report:
+            parser.error(f"{variant} records {HISTORICAL[variant]}; this code cannot run it")
     if not args.report:
         jobs = [(v, e, s) for e in args.envs for s in args.seeds for v in args.variants]
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             for future in [pool.submit(run_one, *job, args.steps, args.tf_python, args.sb3_python) for job in jobs]:
                 future.result()
-    report()
+    tables = report()
+    print("\n\n".join(tables.values()))
+    if args.readme:
+        update_readme(args.readme, tables)
 
 
 if __name__ == "__main__":

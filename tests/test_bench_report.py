@@ -2,11 +2,13 @@
 no sb3-contrib venv or training needed)."""
 import itertools
 import os
+import subprocess
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, BENCH)
 import returns  # noqa: E402
 
 
@@ -45,3 +47,19 @@ def test_target_table_gives_the_difference_p_and_verdict_per_seed_set():
     assert every[1] == "0, 1, 2, 3" and every[-3] == "-30" and every[-2] == f"{4 / 70:.2f}"
     flipped = [dict(r, variant="sb3" if r["variant"] == "tftrpo" else "tftrpo") for r in runs]
     assert returns.target_table(flipped).splitlines()[2].endswith("| +30 | 0.10 | yes |")
+
+
+def test_update_readme_replaces_only_between_the_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- returns-target -->\nold | table\n<!-- /returns-target -->\nafter\n"
+                      "<!-- returns-variants -->\n<!-- /returns-variants -->\nend\n")
+    returns.update_readme(str(readme), {"returns-target": "| new |\n|---|", "returns-variants": "| v |",
+                                        "returns-noise": "not quoted"})
+    assert readme.read_text() == ("intro\n<!-- returns-target -->\n| new |\n|---|\n<!-- /returns-target -->\nafter\n"
+                                  "<!-- returns-variants -->\n| v |\n<!-- /returns-variants -->\nend\n")
+
+
+def test_historical_variants_are_reported_but_never_run():
+    done = subprocess.run([sys.executable, os.path.join(BENCH, "returns.py"), "--variants", "tftrpo-sharedinit",
+                           "--envs", "Hopper-v5", "--seeds", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "tftrpo-sharedinit records the commits before 8363502" in done.stderr
