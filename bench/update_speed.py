@@ -45,11 +45,19 @@ SETTINGS = dict(
 TF_STEPS_PER_ENV = 1025
 SB3_STEPS_PER_ENV = 1024
 
-# sb3-contrib's Gaussian KL is averaged over the action dimensions too, so its target_kl δ and
-# cg_damping λ are tftrpo's max_kl d·δ and cg_damping d·λ (tftrpo.presets.rl_zoo3_trust_region;
-# bench/experiments/sb3_trust_region.py). Hopper-v5 has d = 3 action dimensions.
-ACTION_DIMS = 3
-SB3_TRUST_REGION = {"max_kl": ACTION_DIMS * SETTINGS["max_kl"], "cg_damping": ACTION_DIMS * SETTINGS["cg_damping"]}
+
+def sb3_trust_region(env_id=SETTINGS["env_id"]):
+    """tftrpo's (max_kl, cg_damping) for sb3-contrib's target_kl δ and cg_damping λ: d·δ and d·λ for
+    d action dimensions (sb3 averages its Gaussian KL over them; tftrpo.presets.rl_zoo3_trust_region,
+    bench/experiments/sb3_trust_region.py), exactly what the MuJoCo preset uses (TF-free import)."""
+    from tftrpo.presets import action_dimension
+
+    d = action_dimension(env_id)
+    return {"max_kl": d * SETTINGS["max_kl"], "cg_damping": d * SETTINGS["cg_damping"]}
+
+
+sys.path.insert(0, common.REPO_ROOT)
+SB3_TRUST_REGION = sb3_trust_region()
 
 CONFIGS = {
     "full": ({}, {}),
