@@ -57,6 +57,18 @@ def test_hidden_layers_are_drawn_independently(seed, recwarn):
     assert not [w for w in recwarn if "called multiple times" in str(w.message)]
 
 
+def test_unseeded_layers_repeat_under_the_global_seed():
+    # tftrpo-train seeds with tf.keras.utils.set_random_seed and builds its nets unseeded: a run repeats.
+    def build():
+        tf.keras.utils.set_random_seed(7)
+        return _hidden_kernels(networks.actor_network(OBS, BOX)) + \
+            _hidden_kernels(networks.value_network(OBS), OBS)
+
+    first, second = build(), build()
+    for x, y in zip(first, second):
+        np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize("gain", [0.1, 0.01])
 @pytest.mark.parametrize("action_spec, layer", [(BOX, "means_projection"), (DISCRETE, "logits")])
 def test_policy_head_weights_have_std_gain_over_sqrt_fan_in(gain, action_spec, layer):
