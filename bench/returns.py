@@ -45,6 +45,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -199,8 +200,6 @@ def report():
 def update_readme(path, tables) -> None:
     """Replaces the text between `<!-- name -->` and `<!-- /name -->` in `path` with each table
     that has such markers (the README quotes the variants and target tables)."""
-    import re
-
     with open(path) as f:
         text = f.read()
     for name, table in tables.items():
@@ -336,9 +335,8 @@ def main():
     parser.add_argument("--readme", help="rewrite the tables between this file's <!-- returns-... --> markers")
     args = parser.parse_args()
     OUT = args.out
-    for variant in set(args.variants) & set(HISTORICAL):
-        if not args.report:
-            parser.error(f"{variant} records {HISTORICAL[variant]}; this code cannot run it")
+    for variant in [] if args.report else sorted(set(args.variants) & set(HISTORICAL)):
+        parser.error(f"{variant} records {HISTORICAL[variant]}; this code cannot run it")
     if not args.report:
         jobs = [(v, e, s) for e in args.envs for s in args.seeds for v in args.variants]
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:

@@ -33,6 +33,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+sys.path.insert(0, common.REPO_ROOT)  # tftrpo.presets (no TensorFlow) for the trust region
+
 SETTINGS = dict(
     env_id="Hopper-v5", num_envs=2, max_kl=0.01, cg_iters=25, cg_damping=0.1,
     line_search_max_backtracks=10, line_search_shrink=0.8, accept_ratio=0.1,
@@ -56,7 +58,6 @@ def sb3_trust_region(env_id=SETTINGS["env_id"]):
     return {"max_kl": d * SETTINGS["max_kl"], "cg_damping": d * SETTINGS["cg_damping"]}
 
 
-sys.path.insert(0, common.REPO_ROOT)
 SB3_TRUST_REGION = sb3_trust_region()
 
 CONFIGS = {

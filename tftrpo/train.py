@@ -22,9 +22,8 @@ import sys
 import time
 from typing import List, Optional
 
-from tftrpo.console import quiet_startup
-
 from tftrpo import presets
+from tftrpo.console import quiet_startup
 
 PROGRESS_FIELDS = ["iteration", "env_steps", "trunk_steps", "branch_steps", "train_return", "train_episode_length", "eval_return",
                    "kl", "surrogate_improvement", "line_search_backtracks", "step_rejected", "entropy",

@@ -11,7 +11,7 @@ from tf_agents.environments import py_environment
 
 from tftrpo.envs.batched import BatchedGymnasiumEnvironment
 from tftrpo.envs.gymnasium_env import GymnasiumEnvironment
-from tftrpo.envs.registry import check_env_id, family  # noqa: F401  (family: part of this module's API)
+from tftrpo.envs.registry import check_env_id, family
 
 
 class ChannelsLast(gym.ObservationWrapper):
