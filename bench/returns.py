@@ -41,6 +41,7 @@ The variants other than `tftrpo` and `sb3` were all run before the init fix.
 """
 import argparse
 import concurrent.futures
+import functools
 import itertools
 import json
 import math
@@ -194,6 +195,7 @@ def report():
         fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
         plt.close(fig)
     return {"returns-variants": markdown_table(runs), "returns-target": target_table(runs),
+            "returns-pooled": pooled_table(runs),
             "returns-noise": noise_table(runs)}
 
 
@@ -237,6 +239,20 @@ def markdown_table(runs) -> str:
 ISSUE_SEEDS = (0, 1, 2)  # the issue's 3 seeds per task; more seeds get a row of their own
 
 
+def _splits(total, n, max_exact, samples, rng):
+    """Index sets of group a for splits of `total` pooled runs into n and total − n: all
+    C(total, n) of them if that is at most `max_exact`, else `samples` random ones."""
+    if math.comb(total, n) <= max_exact:
+        return np.array(list(itertools.combinations(range(total), n)))
+    return np.argsort(rng.random((samples, total)), axis=1)[:, :n]
+
+
+def _split_differences(pooled, n, chosen):
+    """mean(group a) − mean(group b) for each split, group a being the runs `chosen[i]`."""
+    sums = pooled[chosen].sum(axis=1)
+    return sums / n - (pooled.sum() - sums) / (len(pooled) - n)
+
+
 def permutation_p_value(a, b, max_exact=200_000, samples=100_000, seed=0) -> float:
     """Two-sided p-value of mean(a) − mean(b) by a permutation test.
 
@@ -247,15 +263,35 @@ def permutation_p_value(a, b, max_exact=200_000, samples=100_000, seed=0) -> flo
     184,756), else estimated from `samples` random splits.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    pooled, n = np.concatenate([a, b]), len(a)
-    if math.comb(len(pooled), n) <= max_exact:
-        chosen = np.array(list(itertools.combinations(range(len(pooled)), n)))
-    else:
-        chosen = np.argsort(np.random.default_rng(seed).random((samples, len(pooled))), axis=1)[:, :n]
-    sums = pooled[chosen].sum(axis=1)
-    differences = np.abs(sums / n - (pooled.sum() - sums) / (len(pooled) - n))
-    observed = abs(a.mean() - b.mean())
-    return float(np.mean(differences >= observed * (1 - 1e-12)))
+    pooled = np.concatenate([a, b])
+    chosen = _splits(len(pooled), len(a), max_exact, samples, np.random.default_rng(seed))
+    differences = np.abs(_split_differences(pooled, len(a), chosen))
+    return float(np.mean(differences >= abs(a.mean() - b.mean()) * (1 - 1e-12)))
+
+
+def pooled_permutation_test(tasks, max_exact=200_000, samples=100_000, seed=0):
+    """(statistic, two-sided p) of a difference between two groups pooled over several tasks.
+
+    `tasks` is a list of (a, b) run values, one pair per task. The statistic is the mean over
+    tasks of (mean(a) − mean(b)) / s, s the sample standard deviation of the task's runs of
+    both groups together, which relabelling leaves unchanged: a standardised difference that a
+    small gap running the same way on every task adds up in. p is the share of relabellings,
+    made within each task and never across tasks, whose |statistic| is at least the observed
+    one: exact over all of them up to `max_exact`, else from `samples` random ones.
+    """
+    rng = np.random.default_rng(seed)
+    pooled = [np.concatenate([np.asarray(a, float), np.asarray(b, float)]) for a, b in tasks]
+    scales = [x.std(ddof=1) if len(x) > 1 and x.std() > 0 else 1.0 for x in pooled]
+    observed = np.mean([(np.mean(a) - np.mean(b)) / s for (a, b), s in zip(tasks, scales)])
+    exact = math.prod(math.comb(len(x), len(a)) for x, (a, _) in zip(pooled, tasks)) <= max_exact
+    per_task = [_split_differences(x, len(a), _splits(len(x), len(a), max_exact if exact else 0, samples, rng)) / s
+                for x, (a, _), s in zip(pooled, tasks, scales)]
+    if exact:  # every combination of the tasks' splits
+        totals = functools.reduce(lambda acc, d: np.add.outer(acc, d).ravel(), per_task, np.zeros(1))
+    else:  # the tasks' random splits drawn independently, combined sample by sample
+        totals = np.sum(per_task, axis=0)
+    statistics = totals / len(tasks)
+    return float(observed), float(np.mean(np.abs(statistics) >= abs(observed) * (1 - 1e-12)))
 
 
 def target_table(runs) -> str:
@@ -280,6 +316,36 @@ def target_table(runs) -> str:
             p = permutation_p_value([by_variant["tftrpo"][s] for s in seeds], [by_variant["sb3"][s] for s in seeds])
             lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | " + " | ".join(cell[v] for v in VARIANTS)
                          + f" | {means['tftrpo'] - means['sb3']:+.0f} | {p:.2f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def seed_ranges(seeds) -> str:
+    """[0, 1, 2, 3, 5, 8, 9] → "0-3, 5, 8-9"."""
+    groups = [list(g) for _, g in itertools.groupby(sorted(seeds), key=lambda s, c=itertools.count(): s - next(c))]
+    return ", ".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else f"{g[0]}" for g in groups)
+
+
+def pooled_table(runs) -> str:
+    """The pooled test over the tasks (declared in bench/README.md, stop 18): per task, tftrpo's
+    and sb3-contrib's runs on every seed both have finished, the difference of means in units of
+    the task's standard deviation s, and `pooled_permutation_test` over all tasks."""
+    lines = ["| env | seeds | tftrpo − sb3-contrib | s (all runs) | difference / s |", "|---|---|---|---|---|"]
+    tasks = []
+    for env_id in ENVS:
+        by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
+                      for v in ("tftrpo", "sb3")}
+        seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+        if len(seeds) < 2:
+            continue
+        a, b = ([by_variant[v][s] for s in seeds] for v in ("tftrpo", "sb3"))
+        scale = float(np.std(a + b, ddof=1))
+        tasks.append((a, b))
+        lines.append(f"| {env_id} | {seed_ranges(seeds)} ({len(seeds)}) | {np.mean(a) - np.mean(b):+.0f} | {scale:.0f} "
+                     f"| {(np.mean(a) - np.mean(b)) / scale:+.2f} |")
+    if not tasks:
+        return ""
+    statistic, p = pooled_permutation_test(tasks)
+    lines.append(f"| pooled: mean over {len(tasks)} tasks | | | | **{statistic:+.2f}** (p {p:.2f}, within-task permutation) |")
     return "\n".join(lines)
 
 

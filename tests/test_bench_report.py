@@ -63,3 +63,58 @@ def test_historical_variants_are_reported_but_never_run():
     done = subprocess.run([sys.executable, os.path.join(BENCH, "returns.py"), "--variants", "tftrpo-sharedinit",
                            "--envs", "Hopper-v5", "--seeds", "0"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "tftrpo-sharedinit records the commits before 8363502" in done.stderr
+
+
+def _within_task_enumeration(tasks):
+    """p of the pooled statistic by brute force: every ordering of each task's runs (each split
+    counted equally often), every combination across tasks."""
+    scales = [np.std(np.concatenate([a, b]), ddof=1) for a, b in tasks]
+    observed = np.mean([(np.mean(a) - np.mean(b)) / s for (a, b), s in zip(tasks, scales)])
+    per_task = [[(np.mean(p[:len(a)]) - np.mean(p[len(a):])) / s for p in itertools.permutations(np.concatenate([a, b]))]
+                for (a, b), s in zip(tasks, scales)]
+    hits = [abs(np.mean(combo)) >= abs(observed) - 1e-12 for combo in itertools.product(*per_task)]
+    return observed, np.mean(hits)
+
+
+def test_pooled_permutation_test_matches_an_independent_enumeration():
+    rng = np.random.default_rng(2)
+    tasks = [(rng.normal(0, 1, 2), rng.normal(1, 1, 3)), (rng.normal(0, 50, 3), rng.normal(-20, 50, 2))]
+    want_stat, want_p = _within_task_enumeration(tasks)
+    stat, p = returns.pooled_permutation_test(tasks)
+    assert abs(stat - want_stat) < 1e-12 and abs(p - want_p) < 1e-12
+    # The Monte Carlo branch (forced by max_exact=0) estimates the same p.
+    _, p_mc = returns.pooled_permutation_test(tasks, max_exact=0, samples=200_000)
+    assert abs(p_mc - want_p) < 0.01
+
+
+def test_pooled_permutation_test_one_task_is_the_plain_test_in_units_of_s():
+    stat, p = returns.pooled_permutation_test([([1, 2, 3], [4, 5, 6])])
+    assert abs(stat - (-3 / np.std([1, 2, 3, 4, 5, 6], ddof=1))) < 1e-12
+    assert p == returns.permutation_p_value([1, 2, 3], [4, 5, 6]) == 2 / 20
+
+
+def test_pooled_permutation_test_is_scale_free_per_task_and_antisymmetric():
+    tasks = [([1.0, 4.0, 2.0], [3.0, 6.0, 5.0]), ([10.0, 30.0], [20.0, 50.0, 40.0])]
+    stat, p = returns.pooled_permutation_test(tasks)
+    rescaled = [(np.multiply(a, 1000.0), np.multiply(b, 1000.0)) if i == 1 else (a, b) for i, (a, b) in enumerate(tasks)]
+    assert np.allclose(returns.pooled_permutation_test(rescaled), (stat, p))
+    flipped = returns.pooled_permutation_test([(b, a) for a, b in tasks])
+    assert abs(flipped[0] + stat) < 1e-12 and abs(flipped[1] - p) < 1e-12
+    assert stat < 0 and 0 < p < 1
+
+
+def test_pooled_table_uses_the_seeds_both_libraries_have():
+    runs = [_run("tftrpo", "Hopper-v5", s, v) for s, v in enumerate([10, 20, 30, 40])]
+    runs += [_run("sb3", "Hopper-v5", s, v) for s, v in enumerate([40, 50, 60])]
+    runs += [_run("tftrpo", "Swimmer-v5", s, v) for s, v in [(0, 5), (1, 7), (3, 9)]]
+    runs += [_run("sb3", "Swimmer-v5", s, v) for s, v in [(0, 1), (1, 2), (3, 4), (4, 8)]]
+    lines = returns.pooled_table(runs).splitlines()
+    assert lines[2].startswith("| Hopper-v5 | 0-2 (3) | -30 |")
+    assert lines[3].startswith("| Swimmer-v5 | 0-1, 3 (3) | +5 |")
+    stat, p = returns.pooled_permutation_test([([10, 20, 30], [40, 50, 60]), ([5, 7, 9], [1, 2, 4])])
+    assert lines[4].endswith(f"**{stat:+.2f}** (p {p:.2f}, within-task permutation) |")
+
+
+def test_seed_ranges():
+    assert returns.seed_ranges([5, 0, 1, 2, 3, 8, 9]) == "0-3, 5, 8-9"
+    assert returns.seed_ranges([4]) == "4"
