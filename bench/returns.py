@@ -37,7 +37,11 @@ The variants:
 
 The variants other than `tftrpo` and `sb3` were all run before the init fix.
 
-    python bench/returns.py --report --readme README.md       # also rewrite the README's two tables
+    python bench/returns.py --report --readme README.md       # also rewrite the README's tables
+
+`--report` prints four tables: per variant, the final greedy returns; the issue's target per task
+(over seeds 0-2 and over every seed both libraries have); the pooled test over the tasks (the mean
+standardised difference, p from relabellings within each task); and each run's exploration noise.
 """
 import argparse
 import concurrent.futures
@@ -294,6 +298,12 @@ def pooled_permutation_test(tasks, max_exact=200_000, samples=100_000, seed=0):
     return float(observed), float(np.mean(np.abs(statistics) >= abs(observed) * (1 - 1e-12)))
 
 
+def returns_by_seed(runs, env_id, variants):
+    """{variant: {seed: final greedy return}} of the runs on `env_id`."""
+    return {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
+            for v in variants}
+
+
 def target_table(runs) -> str:
     """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's over the issue's
     seeds 0-2, and, where both libraries have run more seeds, over all the seeds both have
@@ -304,8 +314,7 @@ def target_table(runs) -> str:
              + " | tftrpo − sb3-contrib | p (permutation) | tftrpo ≥ sb3-contrib? |",
              "|---|---|" + "---|" * len(VARIANTS) + "---|---|---|"]
     for env_id in ENVS:
-        by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
-                      for v in VARIANTS}
+        by_variant = returns_by_seed(runs, env_id, VARIANTS)
         common = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
         issue = [s for s in common if s in ISSUE_SEEDS]
         for seeds in ([issue] if issue else []) + ([common] if len(common) > len(issue) else []):
@@ -332,8 +341,7 @@ def pooled_table(runs) -> str:
     lines = ["| env | seeds | tftrpo − sb3-contrib | s (all runs) | difference / s |", "|---|---|---|---|---|"]
     tasks = []
     for env_id in ENVS:
-        by_variant = {v: {r["seed"]: r["final_eval_mean"] for r in runs if r["env"] == env_id and variant_of(r) == v}
-                      for v in ("tftrpo", "sb3")}
+        by_variant = returns_by_seed(runs, env_id, ("tftrpo", "sb3"))
         seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
         if len(seeds) < 2:
             continue
