@@ -273,6 +273,15 @@ def permutation_p_value(a, b, max_exact=200_000, samples=100_000, seed=0) -> flo
     return float(np.mean(differences >= abs(a.mean() - b.mean()) * (1 - 1e-12)))
 
 
+def standardised_difference(a, b):
+    """(mean(a) − mean(b), s, their ratio), s the sample standard deviation of a and b pooled
+    (1 where it is undefined or 0), which relabelling the runs leaves unchanged."""
+    pooled = np.concatenate([np.asarray(a, float), np.asarray(b, float)])
+    scale = float(pooled.std(ddof=1)) if len(pooled) > 1 and pooled.std() > 0 else 1.0
+    difference = float(np.mean(a) - np.mean(b))
+    return difference, scale, difference / scale
+
+
 def pooled_permutation_test(tasks, max_exact=200_000, samples=100_000, seed=0):
     """(statistic, two-sided p) of a difference between two groups pooled over several tasks.
 
@@ -285,8 +294,8 @@ def pooled_permutation_test(tasks, max_exact=200_000, samples=100_000, seed=0):
     """
     rng = np.random.default_rng(seed)
     pooled = [np.concatenate([np.asarray(a, float), np.asarray(b, float)]) for a, b in tasks]
-    scales = [x.std(ddof=1) if len(x) > 1 and x.std() > 0 else 1.0 for x in pooled]
-    observed = np.mean([(np.mean(a) - np.mean(b)) / s for (a, b), s in zip(tasks, scales)])
+    scales = [standardised_difference(a, b)[1] for a, b in tasks]
+    observed = np.mean([standardised_difference(a, b)[2] for a, b in tasks])
     exact = math.prod(math.comb(len(x), len(a)) for x, (a, _) in zip(pooled, tasks)) <= max_exact
     per_task = [_split_differences(x, len(a), _splits(len(x), len(a), max_exact if exact else 0, samples, rng)) / s
                 for x, (a, _), s in zip(pooled, tasks, scales)]
@@ -346,10 +355,10 @@ def pooled_table(runs) -> str:
         if len(seeds) < 2:
             continue
         a, b = ([by_variant[v][s] for s in seeds] for v in ("tftrpo", "sb3"))
-        scale = float(np.std(a + b, ddof=1))
+        difference, scale, standardised = standardised_difference(a, b)
         tasks.append((a, b))
-        lines.append(f"| {env_id} | {seed_ranges(seeds)} ({len(seeds)}) | {np.mean(a) - np.mean(b):+.0f} | {scale:.0f} "
-                     f"| {(np.mean(a) - np.mean(b)) / scale:+.2f} |")
+        lines.append(f"| {env_id} | {seed_ranges(seeds)} ({len(seeds)}) | {difference:+.0f} | {scale:.0f} "
+                     f"| {standardised:+.2f} |")
     if not tasks:
         return ""
     statistic, p = pooled_permutation_test(tasks)
