@@ -39,9 +39,10 @@ The variants other than `tftrpo` and `sb3` were all run before the init fix.
 
     python bench/returns.py --report --readme README.md       # also rewrite the README's tables
 
-`--report` prints four tables: per variant, the final greedy returns; the issue's target per task
+`--report` prints five tables: per variant, the final greedy returns; the issue's target per task
 (over seeds 0-2 and over every seed both libraries have); the pooled test over the tasks (the mean
-standardised difference, p from relabellings within each task); and each run's exploration noise.
+standardised difference, p from relabellings within each task); the chance that a fresh 3-seed
+comparison meets the target; and each run's exploration noise.
 """
 import argparse
 import concurrent.futures
@@ -199,7 +200,7 @@ def report():
         fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
         plt.close(fig)
     return {"returns-variants": markdown_table(runs), "returns-target": target_table(runs),
-            "returns-pooled": pooled_table(runs),
+            "returns-pooled": pooled_table(runs), "returns-chance": chance_table(runs),
             "returns-noise": noise_table(runs)}
 
 
@@ -363,6 +364,38 @@ def pooled_table(runs) -> str:
         return ""
     statistic, p = pooled_permutation_test(tasks)
     lines.append(f"| pooled: mean over {len(tasks)} tasks | | | | **{statistic:+.2f}** (p {p:.2f}, within-task permutation) |")
+    return "\n".join(lines)
+
+
+def chance_of_target(a, b, k=len(ISSUE_SEEDS)) -> float:
+    """The chance that a fresh k-seed comparison finds mean(a) ≥ mean(b), if each library's
+    finished runs are its distribution: the share of all C(n_a, k)·C(n_b, k) pairs of k-run
+    draws (each without replacement) whose a-draw mean is at least the b-draw mean. Two
+    libraries that behave alike give about ½ per task."""
+    draw_means = [np.array([np.mean(c) for c in itertools.combinations(np.asarray(x, float), k)]) for x in (a, b)]
+    tolerance = 1e-12 * max(1.0, *(np.abs(m).max() for m in draw_means))  # ties count as met
+    at_most = np.searchsorted(np.sort(draw_means[1]), draw_means[0] + tolerance, side="right")
+    return float(at_most.sum() / (len(draw_means[0]) * len(draw_means[1])))
+
+
+def chance_table(runs) -> str:
+    """How likely the issue's target is met on k = 3 fresh seeds: per task `chance_of_target`
+    over every seed both libraries have finished, and the product over the tasks (tasks are
+    independent runs), next to ½ per task, what two libraries that behave alike would give."""
+    k = len(ISSUE_SEEDS)
+    lines = [f"| env | seeds | chance that tftrpo's {k}-seed mean ≥ sb3-contrib's | two libraries alike |",
+             "|---|---|---|---|"]
+    chances = []
+    for env_id in ENVS:
+        by_variant = returns_by_seed(runs, env_id, ("tftrpo", "sb3"))
+        seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+        if len(seeds) < k:
+            continue
+        chances.append(chance_of_target(*([by_variant[v][s] for s in seeds] for v in ("tftrpo", "sb3")), k=k))
+        lines.append(f"| {env_id} | {seed_ranges(seeds)} ({len(seeds)}) | {chances[-1]:.2f} | 0.50 |")
+    if not chances:
+        return ""
+    lines.append(f"| all {len(chances)} tasks | | **{math.prod(chances):.3f}** | {0.5 ** len(chances):.3f} |")
     return "\n".join(lines)
 
 

@@ -118,3 +118,32 @@ def test_pooled_table_uses_the_seeds_both_libraries_have():
 def test_seed_ranges():
     assert returns.seed_ranges([5, 0, 1, 2, 3, 8, 9]) == "0-3, 5, 8-9"
     assert returns.seed_ranges([4]) == "4"
+
+
+def test_chance_of_target_matches_an_independent_enumeration():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 6, size=6).astype(float), rng.integers(0, 6, size=7).astype(float)  # ties happen
+    met = [np.mean(x) >= np.mean(y) for x in itertools.combinations(a, 3) for y in itertools.combinations(b, 3)]
+    assert abs(returns.chance_of_target(a, b) - np.mean(met)) < 1e-12
+    # k = 1 is the share of pairs of single runs; one library entirely above the other gives 1 and 0.
+    assert returns.chance_of_target([1, 3], [2, 4], k=1) == 0.25
+    assert returns.chance_of_target([5, 6, 7, 8], [1, 2, 3, 4]) == 1.0
+    assert returns.chance_of_target([1, 2, 3, 4], [5, 6, 7, 8]) == 0.0
+    assert returns.chance_of_target([-0.1, -0.2, -0.3], [-0.3, -0.1, -0.2]) == 1.0  # a tie is met, sign aside
+    # Without ties, the two libraries' chances add up to 1.
+    a, b = rng.normal(size=8), rng.normal(size=9)
+    assert abs(returns.chance_of_target(a, b) + returns.chance_of_target(b, a) - 1) < 1e-12
+
+
+def test_chance_table_multiplies_the_tasks_that_have_three_common_seeds():
+    runs = [_run("tftrpo", "Hopper-v5", s, v) for s, v in enumerate([10, 20, 30, 40])]
+    runs += [_run("sb3", "Hopper-v5", s, v) for s, v in enumerate([15, 25, 35, 45])]
+    runs += [_run("tftrpo", "Swimmer-v5", s, v) for s, v in [(0, 5), (1, 7), (3, 9)]]
+    runs += [_run("sb3", "Swimmer-v5", s, v) for s, v in [(0, 1), (1, 2), (3, 4)]]
+    runs += [_run("tftrpo", "Walker2d-v5", s, v) for s, v in [(0, 5), (1, 7)]]  # too few seeds: left out
+    runs += [_run("sb3", "Walker2d-v5", s, v) for s, v in [(0, 1), (1, 2)]]
+    lines = returns.chance_table(runs).splitlines()
+    hopper = returns.chance_of_target([10, 20, 30, 40], [15, 25, 35, 45])
+    assert lines[2] == f"| Hopper-v5 | 0-3 (4) | {hopper:.2f} | 0.50 |"
+    assert lines[3] == "| Swimmer-v5 | 0-1, 3 (3) | 1.00 | 0.50 |"
+    assert lines[4] == f"| all 2 tasks | | **{hopper:.3f}** | 0.250 |" and len(lines) == 5
