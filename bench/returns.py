@@ -333,7 +333,7 @@ def target_table(runs) -> str:
             cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
             verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
             p = permutation_p_value([by_variant["tftrpo"][s] for s in seeds], [by_variant["sb3"][s] for s in seeds])
-            lines.append(f"| {env_id} | {', '.join(map(str, seeds))} | " + " | ".join(cell[v] for v in VARIANTS)
+            lines.append(f"| {env_id} | {seed_ranges(seeds)} | " + " | ".join(cell[v] for v in VARIANTS)
                          + f" | {means['tftrpo'] - means['sb3']:+.0f} | {p:.2f} | {verdict} |")
     return "\n".join(lines)
 

@@ -41,10 +41,10 @@ def test_target_table_gives_the_difference_p_and_verdict_per_seed_set():
     rows = [line.split(" | ") for line in returns.target_table(runs).splitlines()[2:]]
     assert len(rows) == 2  # the issue's seeds 0-2, then all four both libraries ran
     issue, every = rows
-    assert issue[1] == "0, 1, 2" and issue[-3:] == ["-30", f"{2 / 20:.2f}", "no |"]
+    assert issue[1] == "0-2" and issue[-3:] == ["-30", f"{2 / 20:.2f}", "no |"]
     # 4 vs 4 of sum 320: |Δ| = |2S − 320|/4 ≥ 30 needs a group sum S ≤ 100 or ≥ 220: {10, 20, 30, 40}
     # with either 40, and the two complements, so 4 of the C(8,4) = 70 splits.
-    assert every[1] == "0, 1, 2, 3" and every[-3] == "-30" and every[-2] == f"{4 / 70:.2f}"
+    assert every[1] == "0-3" and every[-3] == "-30" and every[-2] == f"{4 / 70:.2f}"
     flipped = [dict(r, variant="sb3" if r["variant"] == "tftrpo" else "tftrpo") for r in runs]
     assert returns.target_table(flipped).splitlines()[2].endswith("| +30 | 0.10 | yes |")
 
