@@ -314,6 +314,13 @@ def returns_by_seed(runs, env_id, variants):
             for v in variants}
 
 
+def common_seed_returns(runs, env_id):
+    """(seeds, tftrpo's returns, sb3-contrib's returns) on `env_id` over the seeds both have finished."""
+    by_variant = returns_by_seed(runs, env_id, ("tftrpo", "sb3"))
+    seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+    return seeds, [by_variant["tftrpo"][s] for s in seeds], [by_variant["sb3"][s] for s in seeds]
+
+
 def target_table(runs) -> str:
     """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's over the issue's
     seeds 0-2, and, where both libraries have run more seeds, over all the seeds both have
@@ -351,11 +358,9 @@ def pooled_table(runs) -> str:
     lines = ["| env | seeds | tftrpo − sb3-contrib | s (all runs) | difference / s |", "|---|---|---|---|---|"]
     tasks = []
     for env_id in ENVS:
-        by_variant = returns_by_seed(runs, env_id, ("tftrpo", "sb3"))
-        seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+        seeds, a, b = common_seed_returns(runs, env_id)
         if len(seeds) < 2:
             continue
-        a, b = ([by_variant[v][s] for s in seeds] for v in ("tftrpo", "sb3"))
         difference, scale, standardised = standardised_difference(a, b)
         tasks.append((a, b))
         lines.append(f"| {env_id} | {seed_ranges(seeds)} ({len(seeds)}) | {difference:+.0f} | {scale:.0f} "
@@ -387,11 +392,10 @@ def chance_table(runs) -> str:
              "|---|---|---|---|"]
     chances = []
     for env_id in ENVS:
-        by_variant = returns_by_seed(runs, env_id, ("tftrpo", "sb3"))
-        seeds = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
+        seeds, a, b = common_seed_returns(runs, env_id)
         if len(seeds) < k:
             continue
-        chances.append(chance_of_target(*([by_variant[v][s] for s in seeds] for v in ("tftrpo", "sb3")), k=k))
+        chances.append(chance_of_target(a, b, k=k))
         lines.append(f"| {env_id} | {seed_ranges(seeds)} ({len(seeds)}) | {chances[-1]:.2f} | 0.50 |")
     if not chances:
         return ""
