@@ -295,8 +295,8 @@ def pooled_permutation_test(tasks, max_exact=200_000, samples=100_000, seed=0):
     """
     rng = np.random.default_rng(seed)
     pooled = [np.concatenate([np.asarray(a, float), np.asarray(b, float)]) for a, b in tasks]
-    scales = [standardised_difference(a, b)[1] for a, b in tasks]
-    observed = np.mean([standardised_difference(a, b)[2] for a, b in tasks])
+    _, scales, standardised = zip(*(standardised_difference(a, b) for a, b in tasks))
+    observed = np.mean(standardised)
     exact = math.prod(math.comb(len(x), len(a)) for x, (a, _) in zip(pooled, tasks)) <= max_exact
     per_task = [_split_differences(x, len(a), _splits(len(x), len(a), max_exact if exact else 0, samples, rng)) / s
                 for x, (a, _), s in zip(pooled, tasks, scales)]
