@@ -135,6 +135,32 @@ class Worker:
         self.close()
 
 
+# ------------------------------------------------------------------- child processes
+def run_child(cmd, env, log_path, timeout):
+    """Runs cmd; returns wall seconds, CPU seconds, peak RSS (MiB) of that process, rc."""
+    with open(log_path, "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, ru = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"{cmd[:4]} failed (rc={proc.returncode}); log {log_path}:\n{tail}")
+    return {"process_wall_s": wall, "cpu_user_s": ru.ru_utime, "cpu_sys_s": ru.ru_stime,
+            "cpu_over_wall": (ru.ru_utime + ru.ru_stime) / wall, "peak_rss_mib": ru.ru_maxrss / 1024.0}
+
+
 # ------------------------------------------------------------------- stats
 def summary(values):
     values = [float(v) for v in values]

@@ -48,7 +48,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -297,31 +296,6 @@ def worker_tftrpo_profile(args):
 
 
 # ====================================================================== orchestrator
-def _run_child(cmd, env, log_path, timeout):
-    """Runs cmd; returns wall seconds, CPU seconds, peak RSS (MiB) of that process, rc."""
-    with open(log_path, "w") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=common.REPO_ROOT)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        with open(log_path) as f:
-            tail = f.read()[-3000:]
-        raise RuntimeError(f"{cmd[:4]} failed (rc={proc.returncode}); log {log_path}:\n{tail}")
-    return {"process_wall_s": wall, "cpu_user_s": ru.ru_utime, "cpu_sys_s": ru.ru_stime,
-            "cpu_over_wall": (ru.ru_utime + ru.ru_stime) / wall, "peak_rss_mib": ru.ru_maxrss / 1024.0}
-
-
 def _steady(rows, skip, exclude_last):
     """Steps/s from the end of iteration `skip` to the end of the last usable iteration."""
     usable = rows[:-1] if exclude_last and len(rows) > 1 else rows
@@ -338,16 +312,18 @@ def _steady(rows, skip, exclude_last):
             "seconds": b["wall_time"] - a_t}
 
 
-def run_tftrpo(args, env, steps, seed, log_dir, tag):
+def run_tftrpo(args, env, steps, seed, log_dir, tag, extra_cli=()):
+    """One `tftrpo-train` run of `steps` on Hopper (`extra_cli`: more CLI flags); its measurements."""
     tmp = tempfile.mkdtemp(prefix="tftrpo-throughput-")
     out = os.path.join(tmp, "launcher.json")
     cli = ["--env", ENV_ID, "--steps", str(steps), "--seed", str(seed), "--run-dir", os.path.join(tmp, "run"),
            "--export-dir", os.path.join(tmp, "export"), "--no-progress", "--eval-interval", "1000000"]
     cli += ["--numpy-policy"] if args.numpy_policy else ["--no-numpy-policy"]
+    cli += list(extra_cli)
     cmd = [args.tf_python, "-u", THIS, "--worker", "tftrpo-cli", "--out", out,
            "--intra-threads", str(args.threads), "--"] + cli
     try:
-        res = _run_child(cmd, env, os.path.join(log_dir, f"{tag}.log"), args.child_timeout)
+        res = common.run_child(cmd, env, os.path.join(log_dir, f"{tag}.log"), args.child_timeout)
         with open(out) as f:
             res["launcher"] = json.load(f)
         with open(os.path.join(tmp, "run", "progress.csv"), newline="") as f:
@@ -371,12 +347,13 @@ def run_tftrpo(args, env, steps, seed, log_dir, tag):
 
 
 def run_sb3(args, env, steps, seed, log_dir, tag):
+    """One sb3-contrib `learn(steps)` on Hopper with the same settings; its measurements."""
     tmp = tempfile.mkdtemp(prefix="sb3-throughput-")
     out = os.path.join(tmp, "sb3.json")
     cmd = [args.sb3_python, "-u", THIS, "--worker", "sb3-train", "--out", out, "--steps", str(steps),
            "--seed", str(seed), "--intra-threads", str(args.threads)]
     try:
-        res = _run_child(cmd, env, os.path.join(log_dir, f"{tag}.log"), args.child_timeout)
+        res = common.run_child(cmd, env, os.path.join(log_dir, f"{tag}.log"), args.child_timeout)
         with open(out) as f:
             res.update(json.load(f))
     finally:
@@ -517,7 +494,7 @@ def orchestrate(args):
         cmd = [args.tf_python, "-u", THIS, "--worker", "tftrpo-profile", "--out", out, "--seed", str(args.seed),
                "--iterations", str(prof_iters), "--warmup", "3", "--intra-threads", str(args.threads)]
         cmd += ["--numpy-policy"] if args.numpy_policy else ["--no-numpy-policy"]
-        res = _run_child(cmd, env, os.path.join(log_dir, "profile.log"), args.child_timeout)
+        res = common.run_child(cmd, env, os.path.join(log_dir, "profile.log"), args.child_timeout)
         with open(out) as f:
             profile = {**json.load(f), **res}
         shutil.rmtree(tmp, ignore_errors=True)

@@ -189,3 +189,19 @@ def test_the_step_budget_ends_a_run_at_the_nearest_whole_iteration():
     assert another_iteration(0, 100, 2048) and not another_iteration(2040, 100, 2048)
     # A 1M-step MuJoCo run: Swimmer's 488 iterations of 2046 leave 1552 short, so a 489th runs.
     assert another_iteration(488 * 2046, 1_000_000, 2048) and not another_iteration(489 * 2046, 1_000_000, 2048)
+
+
+def test_no_jit_compile_trains_without_xla(tmp_path):
+    """`--no-jit-compile` reaches the agent: no XLA cluster is compiled (TF logs the first one at
+    INFO level), while the default run compiles one; the choice is recorded in config.json."""
+    def run(name, *flags):
+        proc = subprocess.run([sys.executable, "-m", "tftrpo.train", *SHORT, "--steps", "512", "--run-dir",
+                               str(tmp_path / name), "--export-dir", str(tmp_path / "export" / name), *flags],
+                              cwd=tmp_path, env={**ENV, "TF_CPP_MIN_LOG_LEVEL": "0"}, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        config = json.loads((tmp_path / name / "config.json").read_text())["config"]
+        return "Compiled cluster using XLA" in proc.stderr, config["jit_compile"], len(progress(tmp_path / name))
+
+    assert run("xla") == (True, True, 2)
+    assert run("graph", "--no-jit-compile") == (False, False, 2)

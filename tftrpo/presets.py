@@ -71,13 +71,18 @@ class TRPOConfig:
     # actors keep the TF loop. `--no-numpy-policy` always uses the TF loop; an explicit
     # `--numpy-policy` refuses a policy the mirror cannot reproduce.
     numpy_policy: bool = True
+    # XLA for the value net's minibatch regression and the conjugate-gradient solve: the same
+    # update, rounded differently, and train() ~0.7x the time on CPU. `--no-jit-compile` skips
+    # the compiles (~1 s of a Hopper run's first iteration) and their 66 MiB of peak resident
+    # memory (bench/memory.py).
+    jit_compile: bool = True
 
     def agent_kwargs(self) -> Dict:
         """The `TRPOAgent` keyword arguments of this config."""
         names = ("max_kl", "cg_iters", "cg_damping", "line_search_max_backtracks", "line_search_shrink",
                  "accept_ratio", "discount_factor", "lambda_value", "value_train_epochs",
                  "value_minibatch_size", "normalize_observations", "normalize_rewards",
-                 "normalize_advantages", "entropy_regularization")
+                 "normalize_advantages", "entropy_regularization", "jit_compile")
         return {n: getattr(self, n) for n in names}
 
 
