@@ -224,6 +224,19 @@ def git_info(repo=REPO_ROOT):
             "untracked_in_tftrpo": git("ls-files", "--others", "--exclude-standard", "--", "tftrpo")}
 
 
+def provenance(tftrpo_path, snapshot, machine=None):
+    """What every benchmark's JSON records about its run: the machine (`machine`, if taken
+    earlier), the command line, and the tftrpo source it imported (`snapshot`: a snapshot of
+    this repo's, rather than a `--tftrpo-path` given)."""
+    return {"machine": machine or machine_info(), "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+            "tftrpo_source": {"path": tftrpo_path, "snapshot_of": REPO_ROOT if snapshot else None, **git_info()}}
+
+
+def result_paths(name):
+    """bench/results/<name>.json and .png."""
+    return os.path.join(RESULTS_DIR, f"{name}.json"), os.path.join(RESULTS_DIR, f"{name}.png")
+
+
 def snapshot_tftrpo(repo=REPO_ROOT, dest=None):
     """Copies the package as it is now into `dest` (default: a new temp dir), so that a run
     imports one consistent version even while the working tree is being edited."""

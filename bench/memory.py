@@ -159,10 +159,7 @@ def main(argv=None):
     payload = {
         "benchmark": "memory",
         "description": "peak resident memory (MiB) of fresh processes: imports alone and Hopper-v5 training runs",
-        "machine": common.machine_info(),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "tftrpo_source": {"path": tftrpo_path, "snapshot_of": None if args.tftrpo_path else common.REPO_ROOT,
-                          **common.git_info()},
+        **common.provenance(tftrpo_path, not args.tftrpo_path),
         "settings": {**throughput.SETTINGS, "steps": args.steps, "rounds": rounds, "seed": args.seed,
                      "threads": 1, "imports": IMPORTS},
         "summary_peak_rss_mib": summary,
@@ -172,8 +169,7 @@ def main(argv=None):
         "rounds": rounds_log,
         "wall_seconds": time.time() - started,
     }
-    json_path = os.path.join(common.RESULTS_DIR, f"{name}.json")
-    png_path = os.path.join(common.RESULTS_DIR, f"{name}.png")
+    json_path, png_path = common.result_paths(name)
     common.write_json(json_path, payload)
     plot(png_path, summary)
     med = {k: v["median"] for k, v in summary.items()}

@@ -127,10 +127,7 @@ def main(argv=None):
     payload = {
         "benchmark": "raw_stepping",
         "description": f"raw {args.env_id} stepping with random actions, env steps per second",
-        "machine": common.machine_info(),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "tftrpo_source": {"path": tftrpo_path, "snapshot_of": None if args.tftrpo_path else common.REPO_ROOT,
-                          **common.git_info()},
+        **common.provenance(tftrpo_path, not args.tftrpo_path),
         "settings": {"env_id": args.env_id, "num_envs": args.num_envs, "steps_per_measurement": steps,
                      "rounds": rounds, "seed": args.seed, "tf_intra_op_threads": 1, "tf_inter_op_threads": 1,
                      "torch_threads": 1, "driver_observers": [], "driver_policy": "RandomTFPolicy"},
@@ -143,8 +140,7 @@ def main(argv=None):
         "raw": raw,
         "wall_seconds": time.time() - started,
     }
-    json_path = os.path.join(common.RESULTS_DIR, f"{name}.json")
-    png_path = os.path.join(common.RESULTS_DIR, f"{name}.png")
+    json_path, png_path = common.result_paths(name)
     common.write_json(json_path, payload)
 
     groups = [(f"{lib} venv\n{m}", [x["steps_per_second"] for x in raw[lib][m]]) for lib in raw for m in measurements[lib]]

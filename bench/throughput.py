@@ -501,8 +501,7 @@ def orchestrate(args):
 
     payload = build_payload(args, name, machine, tftrpo_path, steps, raw_steps, rounds, runs, rounds_log,
                             step_setup, profile, started)
-    json_path = os.path.join(common.RESULTS_DIR, f"{name}.json")
-    png_path = os.path.join(common.RESULTS_DIR, f"{name}.png")
+    json_path, png_path = common.result_paths(name)
     common.write_json(json_path, payload)
     plot(png_path, payload)
     report(payload, json_path, png_path)
@@ -562,11 +561,8 @@ def build_payload(args, name, machine, tftrpo_path, steps, raw_steps, rounds, ru
         "benchmark": "throughput",
         "description": f"end-to-end training throughput (env steps/s) and peak RSS on {ENV_ID}, "
                        "tftrpo CLI vs sb3-contrib TRPO, rl-zoo3 MuJoCo settings, 1 thread",
-        "machine": machine,
+        **common.provenance(tftrpo_path, not args.tftrpo_path, machine),
         "loadavg_at_end": os.getloadavg(),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "tftrpo_source": {"path": tftrpo_path, "snapshot_of": None if args.tftrpo_path else common.REPO_ROOT,
-                          **common.git_info()},
         "versions": versions,
         "settings": {**SETTINGS, "steps_per_run": steps, "rounds": rounds, "seed": args.seed,
                      "raw_steps_per_measurement": raw_steps, "threads": {"tf_intra_op": args.threads,

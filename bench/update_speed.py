@@ -147,10 +147,7 @@ def main(argv=None):
     payload = {
         "benchmark": "update_speed",
         "description": "one TRPO update (train call) on 2048 Hopper-v5 samples, tftrpo vs sb3-contrib",
-        "machine": common.machine_info(),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "tftrpo_source": {"path": tftrpo_path, "snapshot_of": None if args.tftrpo_path else common.REPO_ROOT,
-                          **common.git_info()},
+        **common.provenance(tftrpo_path, not args.tftrpo_path),
         "settings": {**SETTINGS, "tftrpo_steps_per_env": TF_STEPS_PER_ENV, "sb3_n_steps": SB3_STEPS_PER_ENV,
                      "intra_op_threads": args.threads, "inter_op_threads": 1, "rounds": rounds,
                      "repeats_per_round": repeats, "seed": args.seed,
@@ -166,8 +163,7 @@ def main(argv=None):
         "wall_seconds": time.time() - started,
     }
     os.makedirs(common.RESULTS_DIR, exist_ok=True)
-    json_path = os.path.join(common.RESULTS_DIR, f"{name}.json")
-    png_path = os.path.join(common.RESULTS_DIR, f"{name}.png")
+    json_path, png_path = common.result_paths(name)
     common.write_json(json_path, payload)
     _plot(png_path, summary, raw, configs, setup)
     _report(summary, breakdown, json_path, png_path)
