@@ -73,8 +73,8 @@ class TRPOConfig:
     numpy_policy: bool = True
     # XLA for the value net's minibatch regression and the conjugate-gradient solve: the same
     # update, rounded differently, and train() ~0.7x the time on CPU. `--no-jit-compile` skips
-    # the compiles (~1 s of a Hopper run's first iteration) and their 66 MiB of peak resident
-    # memory (bench/memory.py).
+    # the compiles (0.2 s of a Hopper run's first iteration on a quiet machine, ~1 s on a busy
+    # one) and their 66 MiB of peak resident memory (bench/memory.py).
     jit_compile: bool = True
 
     def agent_kwargs(self) -> Dict:
