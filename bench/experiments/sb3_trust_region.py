@@ -31,19 +31,18 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SETTINGS = dict(n_steps=1024, batch_size=128, cg_max_steps=25, cg_damping=0.1, n_critic_updates=20,
-                learning_rate=1e-3, target_kl=0.01, gamma=0.99, gae_lambda=0.95)
+sys.path.insert(0, os.path.join(REPO, "bench", "workers"))
+from sb3_zoo import ACTOR_PARAMETERS, load_sb3_parameters, make_rl_zoo3_trpo, rl_zoo3_settings  # noqa: E402
+
 ENV_ID = "Walker2d-v5"
+SETTINGS = rl_zoo3_settings(ENV_ID)
 
 
 def dump_sb3(seed: int, iterations: int, out: str) -> None:
     """Runs in sb3's venv: train `iterations` updates, save the last batch, weights, g and s."""
     import torch
     import sb3_contrib.trpo.trpo as trpo_module
-    from sb3_contrib import TRPO
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
     captured, batch = {}, {}
@@ -67,9 +66,7 @@ def dump_sb3(seed: int, iterations: int, out: str) -> None:
         def _on_step(self):
             return True
 
-    env = VecNormalize(make_vec_env(ENV_ID, n_envs=2, seed=seed), norm_obs=True, norm_reward=True, gamma=SETTINGS["gamma"])
-    model = TRPO("MlpPolicy", env, seed=seed, verbose=0, **SETTINGS,
-                 policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh))
+    _, model = make_rl_zoo3_trpo(ENV_ID, seed)
     model.learn(2 * SETTINGS["n_steps"] * iterations, callback=LastBatch())
     np.savez(out, **batch, **captured, kl=model.logger.name_to_value["train/kl_divergence_loss"])
 
@@ -94,14 +91,8 @@ def compare(dump: str) -> dict:
     net = networks.actor_network(tf.TensorSpec([obs_dim], tf.float32),
                                  tensor_spec.BoundedTensorSpec([act_dim], tf.float32, -1.0, 1.0))
     net.create_variables()
-    p = {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
-    sources = {"dense/kernel": p["mlp_extractor.policy_net.0.weight"].T, "dense/bias": p["mlp_extractor.policy_net.0.bias"],
-               "dense_1/kernel": p["mlp_extractor.policy_net.2.weight"].T, "dense_1/bias": p["mlp_extractor.policy_net.2.bias"],
-               "means_projection_layer/kernel": p["action_net.weight"].T, "means_projection_layer/bias": p["action_net.bias"],
-               "bias_layer/bias": p["log_std"]}
     variables = net.trainable_variables
-    for v in variables:
-        v.assign(next(value for key, value in sources.items() if f"/{key}:" in v.name))
+    load_sb3_parameters(variables, lambda name: data["param/" + name], ACTOR_PARAMETERS)
 
     def distribution():
         return net(observations, step_type=None, network_state=(), training=True)[0]

@@ -9,17 +9,16 @@ import time
 
 import numpy as np
 import torch
-from sb3_contrib import TRPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_zoo import make_rl_zoo3_trpo, rl_zoo3_settings
+
 env_id, seed, steps, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(1)
-SETTINGS = dict(n_steps=1024, batch_size=128, cg_max_steps=25, cg_damping=0.1, n_critic_updates=20,
-                learning_rate=1e-3, target_kl={"HalfCheetah-v5": 0.04}.get(env_id, 0.01),
-                gamma={"Swimmer-v5": 0.9999}.get(env_id, 0.99), gae_lambda=0.95)
+SETTINGS = rl_zoo3_settings(env_id)
 
 
 class Curve(BaseCallback):
@@ -40,12 +39,7 @@ class Curve(BaseCallback):
         return True
 
 
-# rl-zoo3 gives VecNormalize the algorithm's discount ("Use the same discount factor as for
-# the algorithm"): it matters for Swimmer (γ 0.9999), as tftrpo's reward scaling uses γ too.
-env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed), norm_obs=True, norm_reward=True,
-                   gamma=SETTINGS["gamma"])
-model = TRPO("MlpPolicy", env, seed=seed, verbose=0,
-             policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh), **SETTINGS)
+env, model = make_rl_zoo3_trpo(env_id, seed)
 curve = Curve()
 start = time.time()
 model.learn(steps, callback=curve)

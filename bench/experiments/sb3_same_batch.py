@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Experiment: one whole TRPO iteration of both libraries on the same batch and weights.
+
+sb3-contrib (its own venv) trains Hopper-v5 for N iterations with rl-zoo3's settings and
+dumps its last rollout buffer (normalised observations, actions, the normalised rewards it
+stores with the truncation bootstrap γ·V(s_T) added, episode starts, values, advantages and
+returns), the bootstrap values of the states after the rollout, and its weights before and
+after that iteration's update. tftrpo then loads the same weights into the preset's
+networks and runs `TRPOAgent.train` (the compiled iteration a real run uses: value
+predictions, GAE, advantage standardisation, CG, step size, line search, value regression)
+on the same batch, laid out as a TF-Agents trajectory, and this script compares:
+
+- V(s) and the bootstrap values (the weights loaded right);
+- the GAE advantages and returns (Schulman et al. 2016, Eq. 16) from the same rewards;
+- the policy step Δθ (max_kl = d·δ, cg_damping = d·λ: the preset's trust region);
+- the value regression's loss after 20 epochs. Its minibatch order is random in both,
+  so tftrpo's is given over several orders, as the spread to read sb3-contrib's against
+  (the comparison is exact only for iteration 1, where both Adams start fresh).
+
+  python bench/experiments/sb3_same_batch.py [--seed 0] [--iterations 1 10 50] [--orders 5]
+
+Uses /tmp/tftrpo-bench-sb3/bin/python for sb3 (bench/setup_sb3_env.sh) and the current
+python for tftrpo. Writes bench/results/sb3_same_batch.json.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "bench", "workers"))
+from sb3_zoo import ACTOR_PARAMETERS, VALUE_PARAMETERS, load_sb3_parameters, make_rl_zoo3_trpo  # noqa: E402
+
+ENV_ID = "Hopper-v5"
+
+
+def dump_sb3(seed: int, iterations: int, out: str) -> None:
+    """Runs in sb3's venv: train `iterations` updates; save the last batch and weights around its update."""
+    import torch
+    import torch.nn.functional as F
+    from stable_baselines3.common.buffers import RolloutBuffer
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_num_threads(1)
+    bootstrap = {}
+    compute = RolloutBuffer.compute_returns_and_advantage
+
+    def recording_compute(buffer, last_values, dones):
+        bootstrap.update(last_values=last_values.detach().numpy().reshape(-1).copy(), last_dones=np.array(dones))
+        return compute(buffer, last_values, dones)
+
+    RolloutBuffer.compute_returns_and_advantage = recording_compute
+
+    def parameters(model):
+        return {n: p.detach().numpy().copy() for n, p in model.policy.named_parameters()}
+
+    before = {}
+
+    class BeforeUpdate(BaseCallback):
+        def _on_rollout_end(self):
+            if self.model._n_updates == iterations - 1:
+                before.update(parameters(self.model), last_obs=np.array(self.model._last_obs))
+
+        def _on_step(self):
+            return True
+
+    _, model = make_rl_zoo3_trpo(ENV_ID, seed)
+    model.learn(2 * model.n_steps * iterations, callback=BeforeUpdate())
+    buffer, logged = model.rollout_buffer, model.logger.name_to_value
+    assert buffer.generator_ready  # train() flattened these to [n_envs·T, ...], env-major
+    flat = {name: getattr(buffer, name) for name in ("observations", "actions", "values", "log_probs", "advantages", "returns")}
+    with torch.no_grad():
+        values_after = model.policy.predict_values(torch.as_tensor(flat["observations"]))
+        value_loss_after = float(F.mse_loss(torch.as_tensor(flat["returns"]).flatten(), values_after.flatten()))
+    steps, n_envs = buffer.rewards.shape
+    unflattened = {name: np.swapaxes(x.reshape(n_envs, steps, *x.shape[1:]), 0, 1).squeeze(-1) if x.shape[-1] == 1
+                   else np.swapaxes(x.reshape(n_envs, steps, *x.shape[1:]), 0, 1) for name, x in flat.items()}
+    np.savez(out, **{"before/" + k: v for k, v in before.items()},
+             **{"after/" + k: v for k, v in parameters(model).items()}, **bootstrap, **unflattened,
+             rewards=buffer.rewards, episode_starts=buffer.episode_starts, value_loss_after=value_loss_after,
+             kl_per_dimension=logged["train/kl_divergence_loss"],
+             line_search_success=logged["train/is_line_search_success"])
+
+
+def as_trajectory(data):
+    """sb3-contrib's [T, n_envs] buffer as a [n_envs, T'] TF-Agents trajectory (numpy fields), and
+    for each env the trajectory index of each buffer step.
+
+    An episode that ends after step t gets a boundary step (LAST) after it, as a TF-Agents driver
+    writes one; its discount is 0 whether the episode terminated or was truncated, because
+    sb3-contrib's stored reward already holds the truncation bootstrap. The final column holds
+    the state after the rollout, whose value bootstraps the last step. Rows are left-padded with
+    boundary steps to one length; boundary steps and the final column carry no training weight.
+    """
+    from tf_agents.trajectories import time_step as ts
+
+    FIRST, MID, LAST = (int(x) for x in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
+    steps, n_envs = data["rewards"].shape
+    rows, where = [], []
+    for b in range(n_envs):
+        done_after = np.append(data["episode_starts"][1:, b], data["last_dones"][b]).astype(bool)
+        obs, act = data["observations"][:, b], data["actions"][:, b]
+        boundary = lambda o: (LAST, o, np.zeros_like(act[0]), FIRST, 0.0, 1.0)  # noqa: E731
+        row, index = [], []
+        for t in range(steps):
+            index.append(len(row))
+            row.append((FIRST if data["episode_starts"][t, b] else MID, obs[t], act[t],
+                        LAST if done_after[t] else MID, data["rewards"][t, b], 0.0 if done_after[t] else 1.0))
+            if done_after[t]:
+                row.append(boundary(obs[t]))  # the terminal state is not stored; its value is not used
+        if not done_after[-1]:
+            row.append((MID, data["before/last_obs"][b], np.zeros_like(act[0]), MID, 0.0, 1.0))
+        rows.append((row, index, boundary(obs[0])))
+    length = max(len(row) for row, _, _ in rows)
+    padded = [[pad] * (length - len(row)) + row for row, _, pad in rows]
+    where = [np.array(index) + length - len(row) for row, index, _ in rows]
+    fields = [np.array([[entry[k] for entry in row] for row in padded]) for k in range(6)]
+    return fields, where
+
+
+def compare(dump: str, orders: int) -> dict:
+    """Runs in tftrpo's venv: the same iteration with tftrpo's agent."""
+    import tensorflow as tf
+    from tf_agents.environments import tf_py_environment
+    from tf_agents.trajectories import trajectory
+
+    from tftrpo import natural_gradient as ng
+    from tftrpo import presets, train
+    from tftrpo.envs.suites import load_batched
+
+    data = np.load(dump)
+    (step_type, observation, action, next_step_type, reward, discount), where = as_trajectory(data)
+    experience = trajectory.Trajectory(
+        step_type=tf.constant(step_type, tf.int32), observation=tf.constant(observation, tf.float32),
+        action=tf.constant(action, tf.float32), policy_info=(), next_step_type=tf.constant(next_step_type, tf.int32),
+        reward=tf.constant(reward, tf.float32), discount=tf.constant(discount, tf.float32))
+
+    def at_buffer_steps(x):  # [n_envs, T'] → sb3's [T, n_envs]
+        return np.stack([np.asarray(x)[b, idx] for b, idx in enumerate(where)], axis=1)
+
+    # The preset's agent without its normalisers: sb3-contrib's buffer is already normalised.
+    config = presets.preset(ENV_ID, normalize_observations=False, normalize_rewards=False)
+    env = tf_py_environment.TFPyEnvironment(load_batched(ENV_ID, num_envs=2, seed=0))
+
+    def agent_with_sb3_weights():
+        agent = train.make_agent(config, env, tf.Variable(0, dtype=tf.int64))
+        for net, names in ((agent._actor_net, ACTOR_PARAMETERS), (agent._value_net, VALUE_PARAMETERS)):
+            load_sb3_parameters(net.trainable_variables, lambda name: data["before/" + name], names)
+        return agent
+
+    def max_abs(a, b):
+        return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+    tf.get_logger().setLevel("ERROR")  # each order's new agent traces its own train(): expected here
+    tf.random.set_seed(0)  # minibatch order 0
+    agent = agent_with_sb3_weights()
+    values = agent.value_predictions(experience.observation, experience.step_type)
+    advantages, returns = agent.compute_advantages(experience, values)
+    distribution = agent.action_distribution(experience.observation, experience.step_type)
+    log_probs = distribution.log_prob(experience.action)
+    last_index = np.array([row[-1] + 1 for row in where])
+    bootstrap = np.asarray(values)[np.arange(len(where)), np.minimum(last_index, values.shape[1] - 1)]
+    not_done = ~data["last_dones"].astype(bool)
+    sb3_adv_scale = float(np.std(data["advantages"]))
+
+    before = ng.flatten(agent._actor_net.trainable_variables).numpy()
+    info = agent.train(experience).extra
+    after = agent.action_distribution(experience.observation, experience.step_type)
+    # sb3-contrib's line search measures KL(π_new ‖ π_old), the paper and tftrpo KL(π_old ‖ π_new).
+    reverse_kl = float(np.mean(at_buffer_steps(after.kl_divergence(distribution))))
+    tf_step = ng.flatten(agent._actor_net.trainable_variables).numpy() - before
+    sb3_step = np.concatenate([(data["after/" + n] - data["before/" + n]).T.reshape(-1) for n in ACTOR_PARAMETERS])
+    d = int(data["actions"].shape[-1])
+
+    value_losses = [float(info.value_loss)]
+    for order in range(1, orders):
+        tf.random.set_seed(order)
+        value_losses.append(float(agent_with_sb3_weights().train(experience).extra.value_loss))
+    return {
+        "env": ENV_ID, "action_dims": d, "samples": int(data["rewards"].size),
+        "episode_ends_in_batch": int(data["episode_starts"][1:].sum() + data["last_dones"].sum()),
+        "weights_loaded": {
+            "max_abs_value_difference": max_abs(at_buffer_steps(values), data["values"]),
+            "max_abs_bootstrap_value_difference": max_abs(bootstrap[not_done], data["last_values"][not_done]),
+            "max_abs_log_prob_difference": max_abs(at_buffer_steps(log_probs), data["log_probs"]),
+        },
+        "gae": {
+            "max_abs_advantage_difference": max_abs(at_buffer_steps(advantages), data["advantages"]),
+            "max_abs_return_difference": max_abs(at_buffer_steps(returns), data["returns"]),
+            "sb3_advantage_std": sb3_adv_scale,
+        },
+        "policy_step": {
+            "norm": {"tftrpo": float(np.linalg.norm(tf_step)), "sb3": float(np.linalg.norm(sb3_step))},
+            "relative_difference": float(np.linalg.norm(tf_step - sb3_step) / np.linalg.norm(sb3_step)),
+            "cosine": float(tf_step @ sb3_step / (np.linalg.norm(tf_step) * np.linalg.norm(sb3_step))),
+            "kl_whole_distribution": {"tftrpo": float(info.kl), "tftrpo_reverse": reverse_kl,
+                                      "sb3_reverse": d * float(data["kl_per_dimension"])},
+            "tftrpo_line_search_backtracks": int(info.line_search_backtracks),
+            "sb3_line_search_success": float(data["line_search_success"]),
+        },
+        "value_regression_loss_after": {
+            "sb3": float(data["value_loss_after"]),
+            "tftrpo_per_order": value_losses,
+            "before_fit_either": float(np.mean((data["returns"] - data["values"]) ** 2)),
+        },
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, nargs="+", default=[1, 10, 50],
+                        help="compare the update of each of these sb3-contrib iterations")
+    parser.add_argument("--orders", type=int, default=5, help="value-regression minibatch orders for tftrpo")
+    parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
+    parser.add_argument("--dump-only", nargs=2, metavar=("ITERATIONS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.dump_only:
+        dump_sb3(args.seed, int(args.dump_only[0]), args.dump_only[1])
+        return 0
+    sys.path.insert(0, REPO)
+    result = {"seed": args.seed, "iterations": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for iterations in args.iterations:
+            dump = os.path.join(tmp, f"sb3-{iterations}.npz")
+            subprocess.run([args.sb3_python, os.path.abspath(__file__), "--seed", str(args.seed),
+                            "--dump-only", str(iterations), dump], check=True)
+            result["iterations"][str(iterations)] = compare(dump, args.orders)
+            print(json.dumps({iterations: result["iterations"][str(iterations)]}, indent=1), flush=True)
+    with open(os.path.join(REPO, "bench", "results", "sb3_same_batch.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
