@@ -101,11 +101,15 @@ def as_trajectory(data):
 
     FIRST, MID, LAST = (int(x) for x in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
     steps, n_envs = data["rewards"].shape
-    rows, where = [], []
+    no_action = np.zeros_like(data["actions"][0, 0])
+
+    def boundary(observation):
+        return LAST, observation, no_action, FIRST, 0.0, 1.0
+
+    rows = []
     for b in range(n_envs):
         done_after = np.append(data["episode_starts"][1:, b], data["last_dones"][b]).astype(bool)
         obs, act = data["observations"][:, b], data["actions"][:, b]
-        boundary = lambda o: (LAST, o, np.zeros_like(act[0]), FIRST, 0.0, 1.0)  # noqa: E731
         row, index = [], []
         for t in range(steps):
             index.append(len(row))
@@ -114,7 +118,7 @@ def as_trajectory(data):
             if done_after[t]:
                 row.append(boundary(obs[t]))  # the terminal state is not stored; its value is not used
         if not done_after[-1]:
-            row.append((MID, data["before/last_obs"][b], np.zeros_like(act[0]), MID, 0.0, 1.0))
+            row.append((MID, data["before/last_obs"][b], no_action, MID, 0.0, 1.0))
         rows.append((row, index, boundary(obs[0])))
     length = max(len(row) for row, _, _ in rows)
     padded = [[pad] * (length - len(row)) + row for row, _, pad in rows]
