@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Experiment: one whole TRPO iteration of both libraries on the same batch and weights.
 
-sb3-contrib (its own venv) trains Hopper-v5 for N iterations with rl-zoo3's settings and
-dumps its last rollout buffer (normalised observations, actions, the normalised rewards it
-stores with the truncation bootstrap γ·V(s_T) added, episode starts, values, advantages and
-returns), the bootstrap values of the states after the rollout, and its weights before and
-after that iteration's update. tftrpo then loads the same weights into the preset's
+sb3-contrib (its own venv) trains Hopper-v5 once with rl-zoo3's settings, up to the last
+requested iteration, and dumps each requested iteration: its rollout buffer (normalised
+observations, actions, the normalised rewards it stores with the truncation bootstrap γ·V(s_T)
+added, episode starts, values, advantages and returns), the bootstrap values of the states
+after the rollout, and its weights before and after that iteration's update. For each, tftrpo loads the same weights into the preset's
 networks and runs `TRPOAgent.train` (the compiled iteration a real run uses: value
 predictions, GAE, advantage standardisation, CG, step size, line search, value regression)
 on the same batch, laid out as a TF-Agents trajectory, and this script compares:
@@ -18,9 +18,12 @@ on the same batch, laid out as a TF-Agents trajectory, and this script compares:
   (the comparison is exact only for iteration 1, where both Adams start fresh).
 
   python bench/experiments/sb3_same_batch.py [--seed 0] [--iterations 1 10 50] [--orders 5]
+  python bench/experiments/sb3_same_batch.py --iterations $(seq 1 10 481) 489 --orders 1 \
+      --out bench/results/sb3_same_batch_whole_run.json       # across a whole 1M-step run
 
 Uses /tmp/tftrpo-bench-sb3/bin/python for sb3 (bench/setup_sb3_env.sh) and the current
-python for tftrpo. Writes bench/results/sb3_same_batch.json.
+python for tftrpo. Writes bench/results/sb3_same_batch.json (or --out), with a summary of
+the largest differences over the compared iterations.
 """
 import argparse
 import json
@@ -39,8 +42,9 @@ from sb3_zoo import ACTOR_PARAMETERS, VALUE_PARAMETERS, load_sb3_parameters, mak
 ENV_ID = "Hopper-v5"
 
 
-def dump_sb3(seed: int, iterations: int, out: str) -> None:
-    """Runs in sb3's venv: train `iterations` updates; save the last batch and weights around its update."""
+def dump_sb3(seed: int, iterations, out_dir: str) -> None:
+    """Runs in sb3's venv: one training run up to max(`iterations`) updates; for each of those
+    iterations, saves its batch and the weights around its update to `out_dir`/<iteration>.npz."""
     import torch
     import torch.nn.functional as F
     from stable_baselines3.common.buffers import RolloutBuffer
@@ -59,32 +63,46 @@ def dump_sb3(seed: int, iterations: int, out: str) -> None:
     def parameters(model):
         return {n: p.detach().numpy().copy() for n, p in model.policy.named_parameters()}
 
-    before = {}
+    class AroundUpdates(BaseCallback):
+        """Keeps the batch and weights at the end of a wanted rollout (before its update, [T, n_envs]
+        arrays) and writes them with the weights after the update when the next rollout starts."""
+        pending = None
 
-    class BeforeUpdate(BaseCallback):
         def _on_rollout_end(self):
-            if self.model._n_updates == iterations - 1:
-                before.update(parameters(self.model), last_obs=np.array(self.model._last_obs))
+            iteration = self.model._n_updates + 1  # the update that follows is this iteration's
+            if iteration in iterations:
+                buffer = self.model.rollout_buffer
+                self.pending = dict(
+                    iteration=iteration, **{"before/" + k: v for k, v in parameters(self.model).items()},
+                    **{"before/last_obs": np.array(self.model._last_obs)}, **bootstrap,
+                    **{name: getattr(buffer, name).copy()
+                       for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs",
+                                    "advantages", "returns")})
+
+        def _on_rollout_start(self):
+            self.write()
+
+        def write(self):
+            if self.pending is None:
+                return
+            batch, logged = self.pending, self.model.logger.name_to_value
+            with torch.no_grad():
+                values_after = self.model.policy.predict_values(
+                    torch.as_tensor(batch["observations"].reshape(-1, batch["observations"].shape[-1])))
+            value_loss_after = float(F.mse_loss(torch.as_tensor(batch["returns"]).flatten(), values_after.flatten()))
+            np.savez(os.path.join(out_dir, f"{batch['iteration']}.npz"), **batch,
+                     **{"after/" + k: v for k, v in parameters(self.model).items()},
+                     value_loss_after=value_loss_after, kl_per_dimension=logged["train/kl_divergence_loss"],
+                     line_search_success=logged["train/is_line_search_success"])
+            self.pending = None
 
         def _on_step(self):
             return True
 
     _, model = make_rl_zoo3_trpo(ENV_ID, seed)
-    model.learn(2 * model.n_steps * iterations, callback=BeforeUpdate())
-    buffer, logged = model.rollout_buffer, model.logger.name_to_value
-    assert buffer.generator_ready  # train() flattened these to [n_envs·T, ...], env-major
-    flat = {name: getattr(buffer, name) for name in ("observations", "actions", "values", "log_probs", "advantages", "returns")}
-    with torch.no_grad():
-        values_after = model.policy.predict_values(torch.as_tensor(flat["observations"]))
-        value_loss_after = float(F.mse_loss(torch.as_tensor(flat["returns"]).flatten(), values_after.flatten()))
-    steps, n_envs = buffer.rewards.shape
-    unflattened = {name: np.swapaxes(x.reshape(n_envs, steps, *x.shape[1:]), 0, 1).squeeze(-1) if x.shape[-1] == 1
-                   else np.swapaxes(x.reshape(n_envs, steps, *x.shape[1:]), 0, 1) for name, x in flat.items()}
-    np.savez(out, **{"before/" + k: v for k, v in before.items()},
-             **{"after/" + k: v for k, v in parameters(model).items()}, **bootstrap, **unflattened,
-             rewards=buffer.rewards, episode_starts=buffer.episode_starts, value_loss_after=value_loss_after,
-             kl_per_dimension=logged["train/kl_divergence_loss"],
-             line_search_success=logged["train/is_line_search_success"])
+    callback = AroundUpdates()
+    model.learn(2 * model.n_steps * max(iterations), callback=callback)
+    callback.write()
 
 
 def as_trajectory(data):
@@ -205,6 +223,8 @@ def compare(dump: str, orders: int) -> dict:
             "kl_whole_distribution": {"tftrpo": float(info.kl), "tftrpo_reverse": reverse_kl,
                                       "sb3_reverse": d * float(data["kl_per_dimension"])},
             "tftrpo_line_search_backtracks": int(info.line_search_backtracks),
+            "step_fraction": {"tftrpo": float(info.step_fraction),  # sb3-contrib's, from the same direction:
+                              "sb3": float(info.step_fraction) * float(np.linalg.norm(sb3_step) / np.linalg.norm(tf_step))},
             "sb3_line_search_success": float(data["line_search_success"]),
         },
         "value_regression_loss_after": {
@@ -215,6 +235,36 @@ def compare(dump: str, orders: int) -> dict:
     }
 
 
+def summary(per_iteration: dict) -> dict:
+    """The largest differences over the compared iterations."""
+    rows = list(per_iteration.values())
+
+    def largest(f):
+        return max(f(r) for r in rows)
+
+    return {
+        "iterations_compared": len(rows),
+        "max_abs_log_prob_difference": largest(lambda r: r["weights_loaded"]["max_abs_log_prob_difference"]),
+        "max_abs_advantage_difference_over_advantage_std": largest(
+            lambda r: r["gae"]["max_abs_advantage_difference"] / r["gae"]["sb3_advantage_std"]),
+        "max_relative_policy_step_difference": largest(lambda r: r["policy_step"]["relative_difference"]),
+        "max_relative_difference_tftrpo_reverse_kl_vs_sb3": largest(
+            lambda r: abs(r["policy_step"]["kl_whole_distribution"]["tftrpo_reverse"]
+                          - r["policy_step"]["kl_whole_distribution"]["sb3_reverse"])
+            / r["policy_step"]["kl_whole_distribution"]["sb3_reverse"]),
+        "max_relative_difference_forward_vs_reverse_kl": largest(
+            lambda r: abs(r["policy_step"]["kl_whole_distribution"]["tftrpo"]
+                          - r["policy_step"]["kl_whole_distribution"]["tftrpo_reverse"])
+            / r["policy_step"]["kl_whole_distribution"]["tftrpo_reverse"]),
+        "iterations_backtracked": {
+            "tftrpo": sum(r["policy_step"]["step_fraction"]["tftrpo"] < 0.999 for r in rows),
+            "sb3": sum(r["policy_step"]["step_fraction"]["sb3"] < 0.999 for r in rows)},
+        "iterations_with_different_step_fractions": sum(
+            abs(r["policy_step"]["step_fraction"]["tftrpo"] - r["policy_step"]["step_fraction"]["sb3"]) > 1e-3
+            for r in rows),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
@@ -222,21 +272,23 @@ def main(argv=None):
                         help="compare the update of each of these sb3-contrib iterations")
     parser.add_argument("--orders", type=int, default=5, help="value-regression minibatch orders for tftrpo")
     parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
-    parser.add_argument("--dump-only", nargs=2, metavar=("ITERATIONS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "sb3_same_batch.json"))
+    parser.add_argument("--dump-only", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dump_only:
-        dump_sb3(args.seed, int(args.dump_only[0]), args.dump_only[1])
+        dump_sb3(args.seed, set(args.iterations), args.dump_only)
         return 0
     sys.path.insert(0, REPO)
     result = {"seed": args.seed, "iterations": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for iterations in args.iterations:
-            dump = os.path.join(tmp, f"sb3-{iterations}.npz")
-            subprocess.run([args.sb3_python, os.path.abspath(__file__), "--seed", str(args.seed),
-                            "--dump-only", str(iterations), dump], check=True)
-            result["iterations"][str(iterations)] = compare(dump, args.orders)
-            print(json.dumps({iterations: result["iterations"][str(iterations)]}, indent=1), flush=True)
-    with open(os.path.join(REPO, "bench", "results", "sb3_same_batch.json"), "w") as f:
+        subprocess.run([args.sb3_python, os.path.abspath(__file__), "--seed", str(args.seed), "--iterations",
+                        *map(str, args.iterations), "--dump-only", tmp], check=True)
+        for iteration in sorted(args.iterations):
+            result["iterations"][str(iteration)] = compare(os.path.join(tmp, f"{iteration}.npz"), args.orders)
+            print(json.dumps({iteration: result["iterations"][str(iteration)]}), flush=True)
+    result["summary"] = summary(result["iterations"])
+    print(json.dumps(result["summary"], indent=1))
+    with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     return 0
 
