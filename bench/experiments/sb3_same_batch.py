@@ -199,6 +199,22 @@ def compare(dump: str, orders: int) -> dict:
     sb3_step = np.concatenate([(data["after/" + n] - data["before/" + n]).T.reshape(-1) for n in ACTOR_PARAMETERS])
     d = int(data["actions"].shape[-1])
 
+    # Each step's surrogate gain L(θ + Δθ) − L(θ) (Eq. 14, advantages standardised as tftrpo does)
+    # and KL(π_old ‖ π_new) on this batch: what the step buys for the trust region it spends.
+    adv = at_buffer_steps(advantages)
+    standardised = (adv - adv.mean()) / (adv.std() + 1e-8)
+    old_log_probs = at_buffer_steps(log_probs)
+    actor_vars = agent._actor_net.trainable_variables
+
+    def gain_and_kl(theta):
+        for v, x in zip(actor_vars, ng.unflatten(tf.constant(theta, tf.float32), actor_vars)):
+            v.assign(x)
+        new = agent.action_distribution(experience.observation, experience.step_type)
+        ratio = np.exp(at_buffer_steps(new.log_prob(experience.action)) - old_log_probs)
+        return float(np.mean(ratio * standardised)), float(np.mean(at_buffer_steps(distribution.kl_divergence(new))))
+
+    (sb3_gain, sb3_kl), (tf_gain, tf_kl) = gain_and_kl(before + sb3_step), gain_and_kl(before + tf_step)
+
     value_losses = [float(info.value_loss)]
     for order in range(1, orders):
         tf.random.set_seed(order)
@@ -222,6 +238,8 @@ def compare(dump: str, orders: int) -> dict:
             "cosine": float(tf_step @ sb3_step / (np.linalg.norm(tf_step) * np.linalg.norm(sb3_step))),
             "kl_whole_distribution": {"tftrpo": float(info.kl), "tftrpo_reverse": reverse_kl,
                                       "sb3_reverse": d * float(data["kl_per_dimension"])},
+            "surrogate_gain": {"tftrpo": tf_gain, "sb3": sb3_gain},
+            "kl_old_new_of_step": {"tftrpo": tf_kl, "sb3": sb3_kl},
             "tftrpo_line_search_backtracks": int(info.line_search_backtracks),
             "step_fraction": {"tftrpo": float(info.step_fraction),  # sb3-contrib's, from the same direction:
                               "sb3": float(info.step_fraction) * float(np.linalg.norm(sb3_step) / np.linalg.norm(tf_step))},
@@ -259,6 +277,11 @@ def summary(per_iteration: dict) -> dict:
         "iterations_backtracked": {
             "tftrpo": sum(r["policy_step"]["step_fraction"]["tftrpo"] < 0.999 for r in rows),
             "sb3": sum(r["policy_step"]["step_fraction"]["sb3"] < 0.999 for r in rows)},
+        "surrogate_gain_sb3_over_tftrpo": {
+            "median": float(np.median([r["policy_step"]["surrogate_gain"]["sb3"] / r["policy_step"]["surrogate_gain"]["tftrpo"]
+                                       for r in rows])),
+            "iterations_sb3_higher": sum(r["policy_step"]["surrogate_gain"]["sb3"] > r["policy_step"]["surrogate_gain"]["tftrpo"]
+                                         for r in rows)},
         "iterations_with_different_step_fractions": sum(
             abs(r["policy_step"]["step_fraction"]["tftrpo"] - r["policy_step"]["step_fraction"]["sb3"]) > 1e-3
             for r in rows),
