@@ -145,7 +145,7 @@ def as_trajectory(data):
     return fields, where
 
 
-def compare(dump: str, orders: int) -> dict:
+def compare(dump: str, orders: int, **agent_overrides) -> dict:
     """Runs in tftrpo's venv: the same iteration with tftrpo's agent."""
     import tensorflow as tf
     from tf_agents.environments import tf_py_environment
@@ -170,7 +170,7 @@ def compare(dump: str, orders: int) -> dict:
     env = tf_py_environment.TFPyEnvironment(load_batched(ENV_ID, num_envs=2, seed=0))
 
     def agent_with_sb3_weights():
-        agent = train.make_agent(config, env, tf.Variable(0, dtype=tf.int64))
+        agent = train.make_agent(config, env, tf.Variable(0, dtype=tf.int64), **agent_overrides)
         for net, names in ((agent._actor_net, ACTOR_PARAMETERS), (agent._value_net, VALUE_PARAMETERS)):
             load_sb3_parameters(net.trainable_variables, lambda name: data["before/" + name], names)
         return agent
@@ -296,18 +296,29 @@ def main(argv=None):
     parser.add_argument("--orders", type=int, default=5, help="value-regression minibatch orders for tftrpo")
     parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results", "sb3_same_batch.json"))
+    parser.add_argument("--dumps", metavar="DIR",
+                        help="keep sb3-contrib's dumps in DIR, and reuse those already there instead of training")
+    parser.add_argument("--fisher-vector-product", choices=("auto", "hessian"), default="auto",
+                        help="tftrpo's Fisher-vector product (TRPOAgent's argument; the preset's is auto)")
+    parser.add_argument("--no-jit-compile", dest="jit_compile", action="store_false",
+                        help="tftrpo's value regression and CG solve as plain graphs")
     parser.add_argument("--dump-only", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.dump_only:
         dump_sb3(args.seed, set(args.iterations), args.dump_only)
         return 0
     sys.path.insert(0, REPO)
-    result = {"seed": args.seed, "iterations": {}}
+    overrides = dict(fisher_vector_product=args.fisher_vector_product, jit_compile=args.jit_compile)
+    result = {"seed": args.seed, "tftrpo_agent_overrides": overrides, "iterations": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([args.sb3_python, os.path.abspath(__file__), "--seed", str(args.seed), "--iterations",
-                        *map(str, args.iterations), "--dump-only", tmp], check=True)
+        dumps = args.dumps or tmp
+        os.makedirs(dumps, exist_ok=True)
+        if not all(os.path.exists(os.path.join(dumps, f"{i}.npz")) for i in args.iterations):
+            subprocess.run([args.sb3_python, os.path.abspath(__file__), "--seed", str(args.seed), "--iterations",
+                            *map(str, args.iterations), "--dump-only", dumps], check=True)
         for iteration in sorted(args.iterations):
-            result["iterations"][str(iteration)] = compare(os.path.join(tmp, f"{iteration}.npz"), args.orders)
+            result["iterations"][str(iteration)] = compare(os.path.join(dumps, f"{iteration}.npz"), args.orders,
+                                                           **overrides)
             print(json.dumps({iteration: result["iterations"][str(iteration)]}), flush=True)
     result["summary"] = summary(result["iterations"])
     print(json.dumps(result["summary"], indent=1))
