@@ -17,24 +17,26 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'bench', 'workers'))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-import tensorflow as tf
-tf.get_logger().setLevel("ERROR")
-import sb3_same_batch as m
-from sb3_zoo import ACTOR_PARAMETERS, VALUE_PARAMETERS, load_sb3_parameters
-from tf_agents.environments import tf_py_environment
-from tf_agents.trajectories import trajectory
-from tf_agents.agents.ppo import ppo_utils
-from tftrpo import natural_gradient as ng, presets, train, advantages as adv_lib
-from tftrpo.envs.suites import load_batched
+sys.path.insert(0, os.path.join(REPO, "bench", "workers"))
+sys.path.insert(0, REPO)
+import tensorflow as tf  # noqa: E402
+from tf_agents.agents.ppo import ppo_utils  # noqa: E402
+from tf_agents.environments import tf_py_environment  # noqa: E402
+from tf_agents.trajectories import trajectory  # noqa: E402
 
+import sb3_same_batch  # noqa: E402
+from sb3_zoo import ACTOR_PARAMETERS, VALUE_PARAMETERS, load_sb3_parameters  # noqa: E402
+from tftrpo import advantages as adv_lib  # noqa: E402
+from tftrpo import natural_gradient as ng  # noqa: E402
+from tftrpo import presets, train  # noqa: E402
+from tftrpo.envs.suites import load_batched  # noqa: E402
 
 
 def run(dumps, it):
     data = np.load(os.path.join(dumps, f'{it}.npz'))
-    (st, obs, act, nst, rew, disc), where = m.as_trajectory(data)
+    (st, obs, act, nst, rew, disc), where = sb3_same_batch.as_trajectory(data)
     exp = trajectory.Trajectory(step_type=tf.constant(st, tf.int32), observation=tf.constant(obs, tf.float32),
         action=tf.constant(act, tf.float32), policy_info=(), next_step_type=tf.constant(nst, tf.int32),
         reward=tf.constant(rew, tf.float32), discount=tf.constant(disc, tf.float32))
@@ -46,7 +48,8 @@ def run(dumps, it):
     mask = adv_lib.training_mask(exp.step_type)
     values = agent.value_predictions(exp.observation, exp.step_type)
     a, _ = agent.compute_advantages(exp, values)
-    mean = ng.masked_mean(a, mask); a = (a - mean) / (tf.sqrt(ng.masked_mean(tf.square(a - mean), mask)) + 1e-8)
+    mean = ng.masked_mean(a, mask)
+    a = (a - mean) / (tf.sqrt(ng.masked_mean(tf.square(a - mean), mask)) + 1e-8)  # as TRPOAgent standardises
     old = agent.action_distribution(exp.observation, exp.step_type)
     old_lp = old.log_prob(exp.action)
     av = agent._actor_net.trainable_variables
@@ -61,13 +64,9 @@ def run(dumps, it):
     damp = config.cg_damping
     fvp = tf.function(lambda v: ng.fisher_vector_product(kl, av, v, damp))
     def cg(x0, iters):
-        x = tf.constant(x0, tf.float32); r = g - fvp(x); p = r; rr = tf.tensordot(r, r, 1)
-        for i in range(iters):
-            z = fvp(p); alpha = rr / tf.tensordot(p, z, 1); x = x + alpha * p; r = r - alpha * z
-            new = tf.tensordot(r, r, 1)
-            if new < 1e-10: break
-            p = r + new / rr * p; rr = new
-        return x.numpy()
+        """CG from x0: x0 plus tftrpo's CG (from 0) on the shifted system A·y = g − A·x0."""
+        x0 = tf.constant(x0, tf.float32)
+        return (x0 + ng.conjugate_gradient(fvp, g - fvp(x0), iters)).numpy()
     def evaluate(step):
         for v, x in zip(av, ng.unflatten(tf.constant(theta0 + step, tf.float32), av)): v.assign(x)
         out = float(surrogate() - L0), float(kl())
@@ -77,11 +76,10 @@ def run(dumps, it):
         beta = np.sqrt(2 * config.max_kl / float(tf.tensordot(s, fvp(tf.constant(s)), 1)))
         return beta * s
     sb3_step = np.concatenate([(data["after/" + n] - data["before/" + n]).T.reshape(-1) for n in ACTOR_PARAMETERS])
-    res = {"sb3 actual": evaluate(sb3_step), "tftrpo CG(0), 25": evaluate(scaled(ng.conjugate_gradient(fvp, g, 25).numpy())),
-           "CG(0), 25, loop here": evaluate(scaled(cg(np.zeros_like(theta0), 25))),
+    res = {"sb3 actual": evaluate(sb3_step), "tftrpo CG(0), 25": evaluate(scaled(cg(np.zeros_like(theta0), 25))),
            "CG(0), 100": evaluate(scaled(cg(np.zeros_like(theta0), 100)))}
     rng = np.random.default_rng(0)
-    d = 3
+    d = int(data["actions"].shape[-1])  # sb3-contrib's system is tftrpo's divided by d
     for k in range(3):
         res[f"CG(1e-4 randn/d) #{k}, 25"] = evaluate(scaled(cg(1e-4 * rng.standard_normal(theta0.shape).astype(np.float32) / d, 25)))
     for k, (gain, klv) in res.items():
@@ -92,6 +90,6 @@ def run(dumps, it):
 if __name__ == "__main__":
     dumps, iterations = sys.argv[1], sys.argv[2:]
     results = {it: run(dumps, it) for it in iterations}
-    out = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bench", "results", "cg_start.json")
+    out = os.path.join(REPO, "bench", "results", "cg_start.json")
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
