@@ -33,6 +33,10 @@ The variants:
                   shared Keras `Orthogonal` made each hidden layer's draw the start of the next's),
                   relabelled (see their "note"). Historical: no flag reproduces it, so it is never
                   run; its code is any commit before 8363502 (the "git" of each JSON).
+  tftrpo-cg100    the preset with `--cg-iters 100`: a near-converged CG solve instead of
+                  rl-zoo3's 25 iterations. A diagnostic, not a matched setting: it asks whether
+                  late-training CG convergence moves the returns (bench/README, stop 22). Run only
+                  when named in --variants.
   sb3             sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
 
 The variants other than `tftrpo` and `sb3` were all run before the init fix.
@@ -65,16 +69,20 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "sb3")
+VARIANTS = ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "tftrpo-cg100", "sb3")
 LABELS = {"tftrpo": "tftrpo", "tftrpo-sharedinit": "tftrpo, before the init fix",
           "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
-          "tftrpo-tfainit": "tftrpo, TF-Agents' init", "sb3": "sb3-contrib"}
+          "tftrpo-tfainit": "tftrpo, TF-Agents' init", "tftrpo-cg100": "tftrpo, CG 100 (diagnostic)",
+          "sb3": "sb3-contrib"}
 # Variants that are a record of earlier code, not something this code can run.
 HISTORICAL = {"tftrpo-sharedinit": "the commits before 8363502 (the hidden-layer init fix)"}
+# Variants that answer one question and are not a matched setting: run only when named in --variants.
+DIAGNOSTIC = {"tftrpo-cg100"}
 # The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
 VARIANT_FLAGS = {"tftrpo": [], "tftrpo-tfloop": ["--no-numpy-policy"],
                  "tftrpo-tfainit": ["--policy-output-gain", "0.1", "--value-output-gain", "0",
-                                    "--value-adam-epsilon", "1e-7"]}
+                                    "--value-adam-epsilon", "1e-7"],
+                 "tftrpo-cg100": ["--cg-iters", "100"]}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
              "sys.exit(main(sys.argv[1:]))")
@@ -179,7 +187,7 @@ def report():
     import matplotlib.pyplot as plt
 
     colors = {"tftrpo": "tab:orange", "tftrpo-sharedinit": "tab:gray", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
-              "tftrpo-tfainit": "tab:green", "sb3": "tab:blue"}
+              "tftrpo-tfainit": "tab:green", "tftrpo-cg100": "tab:brown", "sb3": "tab:blue"}
     envs = [e for e in ENVS if e in table]
     if envs:
         fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
@@ -446,7 +454,7 @@ def main():
     parser.add_argument("--envs", nargs="+", default=ENVS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1_000_000)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=[v for v in VARIANTS if v not in HISTORICAL])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=[v for v in VARIANTS if v not in HISTORICAL and v not in DIAGNOSTIC])
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--tf-python", default=os.environ.get("TFTRPO_BENCH_TF_PYTHON", sys.executable))
     parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
