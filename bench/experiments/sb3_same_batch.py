@@ -60,6 +60,21 @@ def dump_sb3(seed: int, iterations, out_dir: str) -> None:
 
     RolloutBuffer.compute_returns_and_advantage = recording_compute
 
+    import sb3_contrib.trpo.trpo as sb3_trpo
+
+    solve, cg = sb3_trpo.conjugate_gradient_solver, {}
+
+    def recording_solve(matrix_vector_dot_fn, b, *args, **kwargs):
+        # The solver starts from 1e-4 * randn_like(b): draw that start again from the same RNG state.
+        state = torch.get_rng_state()
+        start = 1e-4 * torch.randn_like(b)
+        torch.set_rng_state(state)
+        direction = solve(matrix_vector_dot_fn, b, *args, **kwargs)
+        cg.update(start=start.detach().numpy().copy(), direction=direction.detach().numpy().copy())
+        return direction
+
+    sb3_trpo.conjugate_gradient_solver = recording_solve
+
     def parameters(model):
         return {n: p.detach().numpy().copy() for n, p in model.policy.named_parameters()}
 
@@ -93,7 +108,10 @@ def dump_sb3(seed: int, iterations, out_dir: str) -> None:
             np.savez(os.path.join(out_dir, f"{batch['iteration']}.npz"), **batch,
                      **{"after/" + k: v for k, v in parameters(self.model).items()},
                      value_loss_after=value_loss_after, kl_per_dimension=logged["train/kl_divergence_loss"],
-                     line_search_success=logged["train/is_line_search_success"])
+                     line_search_success=logged["train/is_line_search_success"],
+                     **{"cg/" + k: v for k, v in cg.items()},  # in the order of cg/parameters
+                     **{"cg/parameters": np.array([n for n, _ in self.model.policy.named_parameters()
+                                                   if "value" not in n])})  # as sb3-contrib's actor_params
             self.pending = None
 
         def _on_step(self):
@@ -145,35 +163,68 @@ def as_trajectory(data):
     return fields, where
 
 
-def compare(dump: str, orders: int, **agent_overrides) -> dict:
-    """Runs in tftrpo's venv: the same iteration with tftrpo's agent."""
+def experience_of(data):
+    """Runs in tftrpo's venv: a dump's buffer as a TF-Agents `Trajectory` of tensors (`as_trajectory`),
+    and for each env the trajectory index of each buffer step."""
     import tensorflow as tf
-    from tf_agents.environments import tf_py_environment
     from tf_agents.trajectories import trajectory
 
-    from tftrpo import natural_gradient as ng
-    from tftrpo import presets, train
-    from tftrpo.envs.suites import load_batched
-
-    data = np.load(dump)
     (step_type, observation, action, next_step_type, reward, discount), where = as_trajectory(data)
     experience = trajectory.Trajectory(
         step_type=tf.constant(step_type, tf.int32), observation=tf.constant(observation, tf.float32),
         action=tf.constant(action, tf.float32), policy_info=(), next_step_type=tf.constant(next_step_type, tf.int32),
         reward=tf.constant(reward, tf.float32), discount=tf.constant(discount, tf.float32))
+    return experience, where
 
-    def at_buffer_steps(x):  # [n_envs, T'] → sb3's [T, n_envs]
-        return np.stack([np.asarray(x)[b, idx] for b, idx in enumerate(where)], axis=1)
 
-    # The preset's agent without its normalisers: sb3-contrib's buffer is already normalised.
+def sb3_weights_agent_factory(data, **agent_overrides):
+    """Runs in tftrpo's venv: (preset config, a function making the preset's `TRPOAgent` with the
+    dump's weights from before the update). The normalisers are off: sb3-contrib's buffer is
+    normalised already."""
+    import tensorflow as tf
+    from tf_agents.environments import tf_py_environment
+
+    from tftrpo import presets, train
+    from tftrpo.envs.suites import load_batched
+
     config = presets.preset(ENV_ID, normalize_observations=False, normalize_rewards=False)
     env = tf_py_environment.TFPyEnvironment(load_batched(ENV_ID, num_envs=2, seed=0))
 
-    def agent_with_sb3_weights():
+    def make():
         agent = train.make_agent(config, env, tf.Variable(0, dtype=tf.int64), **agent_overrides)
         for net, names in ((agent._actor_net, ACTOR_PARAMETERS), (agent._value_net, VALUE_PARAMETERS)):
             load_sb3_parameters(net.trainable_variables, lambda name: data["before/" + name], names)
         return agent
+
+    return config, make
+
+
+def sb3_policy_step(data):
+    """sb3-contrib's update of the actor as a flat vector in tftrpo's parameter order."""
+    return np.concatenate([(data["after/" + n] - data["before/" + n]).T.reshape(-1) for n in ACTOR_PARAMETERS])
+
+
+def sb3_flat_in_tftrpo_order(data, flat):
+    """A flat vector over sb3-contrib's actor parameters (the dump's `cg/parameters` order, torch
+    layouts) in tftrpo's flat order (ACTOR_PARAMETERS, kernels transposed)."""
+    names = [str(n) for n in data["cg/parameters"]]
+    parts = dict(zip(names, np.split(flat, np.cumsum([data["before/" + n].size for n in names])[:-1])))
+    return np.concatenate([parts[n].reshape(data["before/" + n].shape).T.reshape(-1) for n in ACTOR_PARAMETERS])
+
+
+def compare(dump: str, orders: int, **agent_overrides) -> dict:
+    """Runs in tftrpo's venv: the same iteration with tftrpo's agent."""
+    import tensorflow as tf
+
+    from tftrpo import natural_gradient as ng
+
+    data = np.load(dump)
+    experience, where = experience_of(data)
+
+    def at_buffer_steps(x):  # [n_envs, T'] → sb3's [T, n_envs]
+        return np.stack([np.asarray(x)[b, idx] for b, idx in enumerate(where)], axis=1)
+
+    _, agent_with_sb3_weights = sb3_weights_agent_factory(data, **agent_overrides)
 
     def max_abs(a, b):
         return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
@@ -196,7 +247,7 @@ def compare(dump: str, orders: int, **agent_overrides) -> dict:
     # sb3-contrib's line search measures KL(π_new ‖ π_old), the paper and tftrpo KL(π_old ‖ π_new).
     reverse_kl = float(np.mean(at_buffer_steps(after.kl_divergence(distribution))))
     tf_step = ng.flatten(agent._actor_net.trainable_variables).numpy() - before
-    sb3_step = np.concatenate([(data["after/" + n] - data["before/" + n]).T.reshape(-1) for n in ACTOR_PARAMETERS])
+    sb3_step = sb3_policy_step(data)
     d = int(data["actions"].shape[-1])
 
     # Each step's surrogate gain L(θ + Δθ) − L(θ) (Eq. 14, advantages standardised as tftrpo does)
