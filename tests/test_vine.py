@@ -410,12 +410,14 @@ def test_vine_surrogate_value_and_gradient_match_numpy(exact):
     np.testing.assert_allclose(grad, fd, atol=1e-8)
 
 
-def test_agent_vine_steps_improve_numpy_surrogate_within_trust_region():
+@pytest.mark.parametrize("cg_precision", ["float32", "float64"])
+def test_agent_vine_steps_improve_numpy_surrogate_within_trust_region(cg_precision):
     """Both surrogates through the agent: each Q̂[n, k] is paired with action[n, k]
     (N ≠ K), the step improves the numpy surrogate by what the agent reports and
-    stays within δ, and one compiled update serves both modes and all shapes."""
+    stays within δ, and one compiled update serves both modes and all shapes; with
+    float32 and float64 Fisher products."""
     max_kl = 0.01
-    agent, _ = tabular_agent(max_kl=max_kl)
+    agent, _ = tabular_agent(max_kl=max_kl, cg_precision=cg_precision)
     rng = np.random.default_rng(4)
     for exact, n in ((True, 9), (False, 11)):
         k = NUM_ACTIONS if exact else 3

@@ -139,6 +139,13 @@ class TRPOAgent(tf_agent.TFAgent):
         "auto" uses the equal Gauss-Newton form Jᵀ(∇²_p KL)J v, about twice as
         fast, for feed-forward Gaussian and categorical policies, and "hessian"
         otherwise (recurrent actors, other distributions).
+      cg_precision: "float32" computes the Fisher-vector products and conjugate
+        gradient in the networks' float32; "float64" in float64, on a float64 copy
+        of the actor (`network.copy(dtype=tf.float64)`, re-synced each update),
+        the direction then cast back. Late in training the Fisher's condition
+        number reaches ~3000 (Hopper) and float32 rounding in the products costs
+        CG much of its progress: at the same `cg_iters` the float64 solve is
+        closer to F⁻¹g (bench/experiments/cg_precision.py). Products cost ~2×.
       jit_compile: compile with XLA the value net's minibatch regression
         (feed-forward value nets) and the conjugate-gradient solve with its
         Gauss-Newton Fisher-vector products: the same updates, on Hopper
@@ -173,6 +180,7 @@ class TRPOAgent(tf_agent.TFAgent):
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
         fisher_vector_product: str = "auto",
+        cg_precision: str = "float32",
         jit_compile: bool = True,
         debug_summaries: bool = False,
         summarize_grads_and_vars: bool = False,
@@ -187,6 +195,8 @@ class TRPOAgent(tf_agent.TFAgent):
         if fisher_vector_product not in ("auto", "hessian"):
             raise ValueError(f"TRPOAgent: fisher_vector_product must be 'auto' or 'hessian', got {fisher_vector_product!r}")
         self._fisher_method = fisher_vector_product
+        if cg_precision not in ("float32", "float64"):
+            raise ValueError(f"TRPOAgent: cg_precision must be 'float32' or 'float64', got {cg_precision!r}")
         self._check_hyperparameters(
             max_kl, cg_iters, cg_damping, line_search_max_backtracks, line_search_shrink,
             accept_ratio, discount_factor, lambda_value, value_train_epochs, value_minibatch_size,
@@ -194,6 +204,8 @@ class TRPOAgent(tf_agent.TFAgent):
         self._check_networks(time_step_spec, action_spec, actor_net, value_net)
         self._actor_net = actor_net
         self._value_net = value_net
+        # The float64 copy of the actor for the Fisher-vector products (cg_precision="float64").
+        self._fisher_net = _float64_copy(actor_net, time_step_spec.observation) if cg_precision == "float64" else None
         self._optimizer = optimizer
         self._max_kl = float(max_kl)
         self._cg_iters = int(cg_iters)
@@ -353,12 +365,15 @@ class TRPOAgent(tf_agent.TFAgent):
     def _initial_state(self, net, batch_size):
         return net.get_initial_state(batch_size) if net.state_spec else ()
 
-    def action_distribution(self, observations, step_types, training=False):
-        """π_θ(·|s) over [B, T] (normalised) observations, RNN state reset at episode starts."""
+    def action_distribution(self, observations, step_types, training=False, net=None):
+        """π_θ(·|s) over [B, T] (normalised) observations, RNN state reset at episode starts.
+
+        `net` is the actor network by default (its float64 copy for the Fisher products)."""
+        net = self._actor_net if net is None else net
         batch_size = tf.shape(step_types)[0]
-        distribution, _ = self._actor_net(
+        distribution, _ = net(
             observations, step_type=step_types,
-            network_state=self._initial_state(self._actor_net, batch_size), training=training,
+            network_state=self._initial_state(net, batch_size), training=training,
         )
         return distribution
 
@@ -422,11 +437,11 @@ class TRPOAgent(tf_agent.TFAgent):
         old_log_prob = common.log_probability(old_distribution, actions, self.action_spec)
         entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), mask)
 
-        def distribution_fn():
-            return self.action_distribution(observations, step_types, training=True)
+        def distribution_fn(net=None):
+            return self.action_distribution(observations, step_types, training=True, net=net)
 
-        def kl_of(distribution):
-            return ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]), mask)
+        def kl_of(distribution, old=old_distribution):
+            return ng.mean_kl(ppo_utils.nested_kl_divergence(old, distribution, outer_dims=[0, 1]), mask)
 
         def surrogate_and_kl():
             distribution = distribution_fn()
@@ -468,7 +483,8 @@ class TRPOAgent(tf_agent.TFAgent):
         """g, s ≈ F⁻¹g by CG, β = sqrt(2δ/sᵀFs), line search (Section 6, Appendix C).
 
         `surrogate_and_kl()` evaluates (L(θ), D̄_KL(θ_old, θ)) at the actor's current
-        variables, `distribution_fn()` is π_θ and `kl_of(π)` the mean KL(π_θold ‖ π).
+        variables, `distribution_fn(net)` is π_θ by `net` (the actor by default) and
+        `kl_of(π, old)` the mean KL(old ‖ π), old being π_θold by default.
         Returns the line-search result, L after the step, and g.
         """
         actor_vars = self._actor_net.trainable_variables
@@ -477,26 +493,39 @@ class TRPOAgent(tf_agent.TFAgent):
         gradient = ng.flatten(tape.gradient(surrogate_before, actor_vars,
                                             unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
+        # The products and CG run on the actor's variables, or on its float64 copy set to them.
+        fisher_net, fisher_old = self._actor_net, old_distribution
+        if self._fisher_net is not None:
+            fisher_net = self._fisher_net
+            for copy, variable in zip(fisher_net.trainable_variables, actor_vars):
+                copy.assign(tf.cast(variable, copy.dtype))
+            fisher_old = _with_parameters(old_distribution, [
+                {k: tf.cast(v, tf.float64) for k, v in p.items()} for p in _distribution_parameters(old_distribution)])
+        fisher_vars = fisher_net.trainable_variables
+
         # Forward-mode J·v does not pass through recurrent unrolls: RNN actors use the Hessian form.
         gauss_newton = (self._fisher_method == "auto" and not self._actor_net.state_spec
                         and _has_tensor_parameters(old_distribution))
         if gauss_newton:
             def fisher_product(v):
                 return ng.gauss_newton_fisher_vector_product(
-                    lambda: _distribution_parameters(distribution_fn()),
-                    lambda params: kl_of(_with_parameters(old_distribution, params)),
-                    actor_vars, v, self._cg_damping)
+                    lambda: _distribution_parameters(distribution_fn(fisher_net)),
+                    lambda params: kl_of(_with_parameters(fisher_old, params), fisher_old),
+                    fisher_vars, v, self._cg_damping)
         else:
             def fisher_product(v):
-                return ng.fisher_vector_product(lambda: kl_of(distribution_fn()), actor_vars, v, self._cg_damping)
+                return ng.fisher_vector_product(lambda: kl_of(distribution_fn(fisher_net), fisher_old), fisher_vars,
+                                                v, self._cg_damping)
 
         def solve(g):
             return ng.conjugate_gradient(fisher_product, g, self._cg_iters, return_residual=True)
 
         if self._jit_cg and gauss_newton:  # the products' forward and reverse passes fuse under XLA
             solve = tf.function(solve, autograph=False, jit_compile=True)
-        direction, residual = solve(gradient)
-        step_size = ng.max_step_size(direction, gradient - residual, self._max_kl)  # F s = g − r
+        direction, residual = solve(tf.cast(gradient, fisher_vars[0].dtype))
+        fisher_direction = tf.cast(tf.cast(gradient, direction.dtype) - residual, gradient.dtype)  # F s = g − r
+        direction = tf.cast(direction, gradient.dtype)
+        step_size = ng.max_step_size(direction, fisher_direction, self._max_kl)
         full_step = step_size * direction
         expected_full = tf.tensordot(gradient, full_step, 1)
         usable = tf.logical_and(tf.math.is_finite(step_size), expected_full > 0.0)
@@ -538,12 +567,11 @@ class TRPOAgent(tf_agent.TFAgent):
         old_log_prob = branch_log_prob(old_distribution)
         entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), state_mask)
 
-        def distribution_fn():
-            return self.action_distribution(observations, step_types, training=True)
+        def distribution_fn(net=None):
+            return self.action_distribution(observations, step_types, training=True, net=net)
 
-        def kl_of(distribution):
-            return ng.mean_kl(ppo_utils.nested_kl_divergence(old_distribution, distribution, outer_dims=[0, 1]),
-                              state_mask)
+        def kl_of(distribution, old=old_distribution):
+            return ng.mean_kl(ppo_utils.nested_kl_divergence(old, distribution, outer_dims=[0, 1]), state_mask)
 
         def surrogate_and_kl():
             distribution = distribution_fn()
@@ -651,6 +679,38 @@ class TRPOAgent(tf_agent.TFAgent):
 
 _TENSOR_PARAMETER_DISTRIBUTIONS = (
     tfp.distributions.MultivariateNormalDiag, tfp.distributions.Normal, tfp.distributions.Categorical)
+
+
+def _float64_copy(actor_net, observation_spec):
+    """A copy of `actor_net` whose layers and variables are float64, for the Fisher products.
+
+    Built by TF-Agents' `Network.copy` with `dtype=tf.float64` and float64 action specs,
+    under Keras' float64 default (the projection layers take no dtype argument); its
+    weights are set from the actor's at each update.
+    """
+    def float64_spec(spec):
+        if not spec.dtype.is_floating:
+            return spec
+        return tensor_spec.BoundedTensorSpec(spec.shape, tf.float64, spec.minimum, spec.maximum, spec.name)
+
+    floatx = tf.keras.backend.floatx()
+    tf.keras.backend.set_floatx("float64")
+    try:
+        copy = actor_net.copy(name=actor_net.name + "Float64", dtype=tf.float64,
+                              output_tensor_spec=tf.nest.map_structure(float64_spec, actor_net.output_tensor_spec))
+        copy.create_variables(observation_spec)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"TRPOAgent: cg_precision='float64' needs an actor network that `copy(dtype=tf.float64, "
+            f"output_tensor_spec=...)` rebuilds in float64 (TF-Agents' ActorDistributionNetwork does); "
+            f"{type(actor_net).__name__} could not: {error}") from error
+    finally:
+        tf.keras.backend.set_floatx(floatx)
+    shapes = [(v.shape, v.dtype) for v in copy.trainable_variables]
+    if shapes != [(v.shape, tf.float64) for v in actor_net.trainable_variables]:
+        raise ValueError(f"TRPOAgent: the float64 copy of {actor_net.name} has variables {shapes}, not the "
+                         "actor's in float64; use cg_precision='float32' with this network.")
+    return copy
 
 
 def _has_tensor_parameters(distribution) -> bool:
