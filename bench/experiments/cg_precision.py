@@ -16,7 +16,12 @@ quadratic model q(s) = gᵀs − ½ sᵀAs as a fraction of q(A⁻¹g) (1 = solv
 surrogate gain (Eq. 14) and KL(π_old ‖ π_new) on the batch, each step scaled to δ as tftrpo does.
 
   python bench/experiments/cg_precision.py DIR 1 150 250 370 440 455 461   # → bench/results/cg_precision.json
+  python bench/experiments/cg_precision.py DIR 461 --time-rounds 7          # also times TRPOAgent.train
+
+With --time-rounds, it also times a whole `TRPOAgent.train` on the last batch with
+cg_precision="float32" and "float64", alternating (A B A B), both traced and compiled first.
 """
+import time
 import json
 import os
 import sys
@@ -68,6 +73,29 @@ def dense_fisher(batch):
     return J, inverse_variance, int(mask.sum()), variables[-1].shape.num_elements()
 
 
+def time_train(path, rounds):
+    """Seconds of `TRPOAgent.train` on one batch per cg_precision, alternating, from the same weights."""
+    data = np.load(path)
+    experience, _ = sb3_same_batch.experience_of(data)
+    agents = {p: sb3_same_batch.sb3_weights_agent_factory(data, cg_precision=p)[1]() for p in ("float32", "float64")}
+    start = {p: [v.numpy() for v in a.variables] for p, a in agents.items()}
+    seconds = {p: [] for p in agents}
+    for round_ in range(rounds + 1):  # round 0 traces and compiles
+        for precision, agent in agents.items():
+            for v, x in zip(agent.variables, start[precision]):
+                v.assign(x)
+            began = time.perf_counter()
+            float(agent.train(experience).loss)
+            if round_:
+                seconds[precision].append(time.perf_counter() - began)
+    ratios = [b / a for a, b in zip(seconds["float32"], seconds["float64"])]
+    print(f"train(): float32 median {np.median(seconds['float32']) * 1e3:.0f} ms, float64 "
+          f"{np.median(seconds['float64']) * 1e3:.0f} ms, ratio median {np.median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})", flush=True)
+    return {"seconds": seconds, "ratio_float64_over_float32": {"min": min(ratios), "median": float(np.median(ratios)),
+                                                                "max": max(ratios)}}
+
+
 def run(dumps, iterations):
     results = {}
     for it in iterations:
@@ -115,7 +143,15 @@ def run(dumps, iterations):
 
 
 if __name__ == "__main__":
-    dumps, iterations = sys.argv[1], [int(i) for i in sys.argv[2:]]
-    results = run(dumps, iterations)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dumps")
+    parser.add_argument("iterations", type=int, nargs="+")
+    parser.add_argument("--time-rounds", type=int, default=0, help="also time train() over this many rounds")
+    args = parser.parse_args()
+    results = run(args.dumps, args.iterations)
+    if args.time_rounds:
+        results["timing"] = time_train(os.path.join(args.dumps, f"{args.iterations[-1]}.npz"), args.time_rounds)
     with open(os.path.join(REPO, "bench", "results", "cg_precision.json"), "w") as f:
         json.dump(results, f, indent=1)
