@@ -496,6 +496,10 @@ class TRPOAgent(tf_agent.TFAgent):
         # The products and CG run on the actor's variables, or on its float64 copy set to them.
         fisher_net, fisher_old = self._actor_net, old_distribution
         if self._fisher_net is not None:
+            if not _has_tensor_parameters(old_distribution):
+                raise ValueError(
+                    "TRPOAgent: cg_precision='float64' needs Normal, MultivariateNormalDiag or Categorical "
+                    f"action distributions, got {[type(d).__name__ for d in tf.nest.flatten(old_distribution)]}.")
             fisher_net = self._fisher_net
             for copy, variable in zip(fisher_net.trainable_variables, actor_vars):
                 copy.assign(tf.cast(variable, copy.dtype))
