@@ -36,11 +36,13 @@ import tensorflow as tf  # noqa: E402
 
 import cg_start  # noqa: E402
 import sb3_same_batch  # noqa: E402
-from tftrpo import advantages as adv_lib  # noqa: E402
 
 
 def conjugate_gradient_numpy(matvec, b, iterations):
-    """The textbook CG of `tftrpo.natural_gradient.conjugate_gradient`, from 0, in b's dtype."""
+    """The textbook CG of `tftrpo.natural_gradient.conjugate_gradient`, from 0, in b's dtype.
+
+    In NumPy on purpose: the float32 and float64 arithmetic of these columns is NumPy's, apart
+    from TensorFlow's kernels (the float32 column moves with the summation order)."""
     x, r = np.zeros_like(b), b.copy()
     p, r_dot_r = r.copy(), r @ r
     for _ in range(iterations):
@@ -56,10 +58,7 @@ def conjugate_gradient_numpy(matvec, b, iterations):
 
 def dense_fisher(batch):
     """(J [N·d, P], 1/σ² [N·d], N, number of log σ parameters) of the preset's Gaussian actor."""
-    experience, _ = sb3_same_batch.experience_of(batch.data)
-    mask = adv_lib.training_mask(experience.step_type).numpy() > 0
-    _, make_agent = sb3_same_batch.sb3_weights_agent_factory(batch.data)
-    agent = make_agent()
+    experience, agent, mask = batch.experience, batch.agent, batch.mask.numpy() > 0
     variables = agent._actor_net.trainable_variables
     with tf.GradientTape() as tape:
         distribution = agent.action_distribution(experience.observation, experience.step_type, training=True)

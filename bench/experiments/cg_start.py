@@ -32,6 +32,7 @@ from tf_agents.agents.ppo import ppo_utils  # noqa: E402
 
 import sb3_same_batch  # noqa: E402
 from tftrpo import advantages as adv_lib  # noqa: E402
+from tftrpo import agent as agent_lib  # noqa: E402
 from tftrpo import natural_gradient as ng  # noqa: E402
 
 
@@ -41,12 +42,12 @@ class Batch:
     def __init__(self, path):
         self.data = np.load(path)
         exp, _ = sb3_same_batch.experience_of(self.data)
+        self.experience = exp
         self.config, make_agent = sb3_same_batch.sb3_weights_agent_factory(self.data)
-        agent = make_agent()
-        mask = adv_lib.training_mask(exp.step_type)
+        self.agent = agent = make_agent()
+        self.mask = mask = adv_lib.training_mask(exp.step_type)
         a, _ = agent.compute_advantages(exp, agent.value_predictions(exp.observation, exp.step_type))
-        mean = ng.masked_mean(a, mask)
-        a = (a - mean) / (tf.sqrt(ng.masked_mean(tf.square(a - mean), mask)) + 1e-8)  # as TRPOAgent standardises
+        a = agent_lib._standardize(a, mask)  # as TRPOAgent standardises
         old = agent.action_distribution(exp.observation, exp.step_type)
         old_log_prob = old.log_prob(exp.action)
         self._variables = agent._actor_net.trainable_variables
