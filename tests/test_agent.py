@@ -198,6 +198,44 @@ def test_observation_normalizer_is_updated_and_used_by_policies():
     np.testing.assert_allclose(agent.policy.action(step).action.numpy(), np.clip(expected.numpy(), -1, 1), atol=1e-5)
 
 
+def test_prime_observation_normalizer_takes_the_first_update_on_normalised_observations():
+    """The primed first update equals a plain agent's update on observations normalised in NumPy
+    with that batch's own statistics; the statistics count each batch once, as without priming."""
+    plain = make_agent(normalize_observations=True, seed=7)
+    primed = make_agent(normalize_observations=True, prime_observation_normalizer=True, seed=7)
+    on_normalised = make_agent(normalize_observations=False, seed=7)
+    first = random_experience(plain, seed=8)
+    first = first._replace(observation=first.observation * 3.0 + 7.0)
+    second = random_experience(plain, seed=9)
+    second = second._replace(observation=second.observation * 2.0 - 4.0)
+    flat = first.observation.numpy().reshape(-1, 11).astype(np.float64)
+    by_numpy = np.clip((first.observation.numpy() - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-8), -10.0, 10.0)
+    for agent in (primed, on_normalised):  # one initialisation for all three
+        for net, source in ((agent._actor_net, plain._actor_net), (agent._value_net, plain._value_net)):
+            for variable, value in zip(net.variables, source.variables):
+                variable.assign(value)
+
+    plain.train(first)
+    primed.train(first)
+    on_normalised.train(first._replace(observation=tf.constant(by_numpy.astype(np.float32))))
+    gap = lambda a, b: max(np.abs(p.numpy() - q.numpy()).max()
+                           for p, q in zip(a._actor_net.trainable_variables, b._actor_net.trainable_variables))
+    print("primed vs NumPy-normalised", gap(primed, on_normalised), "plain vs primed", gap(plain, primed))
+    # (float32 streaming statistics against float64 NumPy ones: equal to rounding through the CG solve)
+    assert gap(primed, on_normalised) < 2e-4
+    assert gap(plain, primed) > 1e-2  # without priming the first step was taken on raw observations
+
+    for agent in (plain, primed):  # the first batch counted once either way
+        mean, variance = agent._observation_normalizer.mean_and_variance()
+        np.testing.assert_allclose(mean, flat.mean(0), rtol=1e-4)
+        np.testing.assert_allclose(variance, flat.var(0), rtol=1e-3)
+    both = np.concatenate([flat, second.observation.numpy().reshape(-1, 11)])
+    primed.train(second)  # statistics present: updated after the update, as without the option
+    mean, variance = primed._observation_normalizer.mean_and_variance()
+    np.testing.assert_allclose(mean, both.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(variance, both.var(0), rtol=1e-3)
+
+
 def test_recurrent_and_convolutional_networks_fit_the_design():
     # RNN: state carried along T, reset at FIRST.
     time_step_spec = ts.time_step_spec(OBS_SPEC)

@@ -130,6 +130,13 @@ class TRPOAgent(tf_agent.TFAgent):
         agent (checkpointed, and applied inside `policy` and `collect_policy`, so
         an exported SavedModel takes raw observations).
       observation_clip_value: clip normalised observations to ±this value.
+      prime_observation_normalizer: the statistics are updated with each batch
+        after its update, so by default the first update (policy step and value
+        fit) sees raw observations. True updates them with a batch *before* its
+        update when there are none yet (and not again after it): the first update
+        sees normalised observations, as with VecNormalize, and later batches see
+        the same statistics as without it. The first batch was collected under the
+        identity statistics, so its π_θold is re-evaluated on the normalised inputs.
       normalize_rewards: divide rewards by the running standard deviation of the
         discounted return (VecNormalize's scheme; checkpointed with the agent).
       normalize_advantages: standardise Â over each batch.
@@ -176,6 +183,7 @@ class TRPOAgent(tf_agent.TFAgent):
         value_minibatch_size: int = 128,
         normalize_observations: bool = True,
         observation_clip_value: float = 10.0,
+        prime_observation_normalizer: bool = False,
         normalize_rewards: bool = False,
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
@@ -233,6 +241,7 @@ class TRPOAgent(tf_agent.TFAgent):
                 time_step_spec.observation, clip_value=observation_clip_value
             )
 
+        self._prime_observation_normalizer = bool(prime_observation_normalizer)
         self._reward_normalizer = RewardNormalizer(discount_factor) if normalize_rewards else None
 
         def make_actor_policy(clip):
@@ -362,6 +371,35 @@ class TRPOAgent(tf_agent.TFAgent):
             return observations
         return self._observation_normalizer.normalize(observations)
 
+    def _prime_normalizer(self, observations, outer_dims) -> Optional[tf.Tensor]:
+        """`prime_observation_normalizer`: updates still-empty statistics with this batch, before
+        the update; whether it did (None without the option). `tf.function`'s automatic control
+        dependencies order the update before the reads that `_normalize` then makes."""
+        if self._observation_normalizer is None or not self._prime_observation_normalizer:
+            return None
+        normalizer = self._observation_normalizer
+
+        def prime():
+            normalizer.update(observations, outer_dims=outer_dims)
+            return tf.constant(True)
+
+        return tf.cond(normalizer.has_statistics(), lambda: tf.constant(False), prime)
+
+    def _update_normalizer(self, observations, outer_dims, primed: Optional[tf.Tensor]) -> None:
+        """Adds this batch to the observation statistics after its update, unless it primed them."""
+        if self._observation_normalizer is None:
+            return
+        update = lambda: self._observation_normalizer.update(observations, outer_dims=outer_dims)
+        if primed is None:
+            update()
+            return
+
+        def update_unless_primed():
+            update()
+            return tf.constant(True)
+
+        tf.cond(primed, lambda: tf.constant(False), update_unless_primed)
+
     def _initial_state(self, net, batch_size):
         return net.get_initial_state(batch_size) if net.state_spec else ()
 
@@ -421,6 +459,7 @@ class TRPOAgent(tf_agent.TFAgent):
         _check_finite(experience.observation, "experience.observation")
         step_types = experience.step_type
         mask = advantages_lib.training_mask(step_types) * weights[:, None]
+        primed = self._prime_normalizer(experience.observation, outer_dims=[0, 1])
         observations = self._normalize(experience.observation)
 
         rewards = experience.reward
@@ -459,8 +498,7 @@ class TRPOAgent(tf_agent.TFAgent):
         value_loss = self._fit_value_net(observations, step_types, returns, mask)
         explained_variance = _explained_variance(values, returns, mask)
 
-        if self._observation_normalizer is not None:
-            self._observation_normalizer.update(experience.observation, outer_dims=[0, 1])
+        self._update_normalizer(experience.observation, [0, 1], primed)
         self.train_step_counter.assign_add(1)
 
         extra = TRPOLossInfo(
@@ -551,6 +589,7 @@ class TRPOAgent(tf_agent.TFAgent):
         num_states = tf.shape(experience.q_value)[0]
         # Each rollout-set state is a length-1 sequence starting an episode.
         step_types = tf.fill([num_states, 1], tf.cast(ts.StepType.FIRST, tf.int32))
+        primed = self._prime_normalizer(experience.observation, outer_dims=[0])
         observations = tf.nest.map_structure(lambda o: o[:, None], self._normalize(experience.observation))
         q_values = experience.q_value
         # Baseline: the mean Q̂ over the K branches of each state.
@@ -588,8 +627,7 @@ class TRPOAgent(tf_agent.TFAgent):
 
         result, surrogate_after, gradient = self._natural_gradient_step(
             surrogate_and_kl, distribution_fn, old_distribution, kl_of)
-        if self._observation_normalizer is not None:
-            self._observation_normalizer.update(experience.observation, outer_dims=[0])
+        self._update_normalizer(experience.observation, [0], primed)
         self.train_step_counter.assign_add(1)
         zero = tf.constant(0.0)
         extra = TRPOLossInfo(

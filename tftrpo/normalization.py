@@ -46,6 +46,10 @@ class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
                      for var, count in zip(variances, self._count)]
         return means, variances
 
+    def has_statistics(self) -> tf.Tensor:
+        """Whether `update` has seen two samples yet; until then `normalize` uses mean 0, variance 1."""
+        return tf.reduce_all([tf.reduce_all(count >= 2.0) for count in self._count])
+
     @property
     def clip_value(self) -> float:
         return self._clip_value

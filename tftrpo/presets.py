@@ -42,6 +42,9 @@ class TRPOConfig:
     value_train_epochs: int = 20
     value_minibatch_size: int = 128
     normalize_observations: bool = True
+    # TRPOAgent's prime_observation_normalizer: the first update sees normalised observations
+    # (statistics from its own batch) instead of raw ones; later batches are unchanged.
+    prime_observation_normalizer: bool = False
     normalize_rewards: bool = True
     normalize_advantages: bool = True
     entropy_regularization: float = 0.0
@@ -84,7 +87,7 @@ class TRPOConfig:
         """The `TRPOAgent` keyword arguments of this config."""
         names = ("max_kl", "cg_iters", "cg_damping", "cg_precision", "line_search_max_backtracks", "line_search_shrink",
                  "accept_ratio", "discount_factor", "lambda_value", "value_train_epochs",
-                 "value_minibatch_size", "normalize_observations", "normalize_rewards",
+                 "value_minibatch_size", "normalize_observations", "prime_observation_normalizer", "normalize_rewards",
                  "normalize_advantages", "entropy_regularization", "jit_compile")
         return {n: getattr(self, n) for n in names}
 
