@@ -180,7 +180,9 @@ def report():
         table.setdefault(r["env"], {}).setdefault(variant_of(r), []).append(r["final_eval_mean"])
     summary = {env: {v: {"label": LABELS[v], "mean": float(np.mean(x)), "std": float(np.std(x)), "seeds": len(x)}
                      for v, x in variants.items()} for env, variants in table.items()}
-    with open(os.path.join(os.path.dirname(OUT), "returns.json"), "w") as f:
+    # <out>.json and <out>.png beside the run directory: bench/results/returns.json for the default
+    # --out, and a separate pair for another (a 100k-step study must not overwrite the 1M table).
+    with open(os.path.normpath(OUT) + ".json", "w") as f:
         json.dump({"what": "final 20-episode greedy evaluation after training, rl-zoo3 MuJoCo settings",
                    "variants": {v: LABELS[v] for v in VARIANTS}, "summary": summary, "runs": runs}, f, indent=1)
     import matplotlib
@@ -208,7 +210,7 @@ def report():
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(os.path.join(os.path.dirname(OUT), "returns.png"), dpi=100)
+        fig.savefig(os.path.normpath(OUT) + ".png", dpi=100)
         plt.close(fig)
     return {"returns-variants": markdown_table(runs), "returns-target": target_table(runs),
             "returns-pooled": pooled_table(runs), "returns-chance": chance_table(runs),
