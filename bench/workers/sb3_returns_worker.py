@@ -22,11 +22,13 @@ SETTINGS = rl_zoo3_settings(env_id)
 
 
 class Curve(BaseCallback):
-    """Mean return of the last 100 training episodes (sb3's `ep_info_buffer`, its default window) after each rollout."""
+    """Mean return of the last 100 training episodes (sb3's `ep_info_buffer`, its default window) after
+    each rollout, and of the last 20 (`points_last20`: tftrpo's progress window, for matched curves)."""
 
     def __init__(self):
         super().__init__()
         self.points = []
+        self.points_last20 = []
         self.mean_log_std = []  # [steps, mean over action dims of log σ] of the policy that collected
 
     def _on_rollout_end(self):
@@ -34,6 +36,7 @@ class Curve(BaseCallback):
         buffer = self.model.ep_info_buffer
         if buffer:
             self.points.append([int(self.num_timesteps), float(np.mean([e["r"] for e in buffer]))])
+            self.points_last20.append([int(self.num_timesteps), float(np.mean([e["r"] for e in list(buffer)[-20:]]))])
 
     def _on_step(self):
         return True
@@ -52,4 +55,4 @@ with open(out, "w") as f:
     json.dump({"library": "sb3-contrib", "env": env_id, "seed": seed, "steps": steps, "settings": SETTINGS,
                "train_time_s": round(train_time, 1), "eval_returns": [float(r) for r in returns],
                "final_eval_mean": float(np.mean(returns)), "final_eval_std": float(np.std(returns)),
-               "curve": curve.points, "mean_log_std": curve.mean_log_std}, f, indent=1)
+               "curve": curve.points, "curve_last20": curve.points_last20, "mean_log_std": curve.mean_log_std}, f, indent=1)
