@@ -287,6 +287,22 @@ def permutation_p_value(a, b, max_exact=200_000, samples=100_000, seed=0) -> flo
     return float(np.mean(differences >= abs(a.mean() - b.mean()) * (1 - 1e-12)))
 
 
+def sign_flip_p_value(differences, max_exact=2 ** 20, samples=200_000, seed=0) -> float:
+    """Two-sided p-value of the mean of paired differences by a sign-flip permutation test.
+
+    If the two runs of each pair were exchangeable (no difference between the variants), each
+    difference would be as likely with either sign; p is the share of the 2ⁿ sign patterns whose
+    |mean| is at least the observed one. Exact up to `max_exact` patterns (20 pairs), else
+    estimated from `samples` random patterns.
+    """
+    d = np.asarray(differences, dtype=float)
+    if len(d) <= math.log2(max_exact):
+        signs = 1.0 - 2.0 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(samples, len(d)))
+    return float(np.mean(np.abs(signs @ d) >= abs(d.sum()) * (1 - 1e-12)))
+
+
 def standardised_difference(a, b):
     """(mean(a) − mean(b), s, their ratio), s the sample standard deviation of a and b pooled
     (1 where it is undefined or 0), which relabelling the runs leaves unchanged."""

@@ -12,6 +12,19 @@ sys.path.insert(0, BENCH)
 import returns  # noqa: E402
 
 
+def test_sign_flip_p_value_counts_the_sign_patterns_by_hand():
+    # [1, 2, 3]: of the 8 sign patterns only +++ and --- reach |sum| 6.
+    assert returns.sign_flip_p_value([1, 2, 3]) == 2 / 8
+    # [1, 1, -3]: |sum| 1 or more in every pattern (sums ±1, ±5, ±3 ... never 0).
+    assert returns.sign_flip_p_value([1, 1, -3]) == 1.0
+    # [3, 1, 1]: |sum| ≥ 5 only for +++ and ---; ±3 from flipping one 1, ±1 from the 3.
+    assert returns.sign_flip_p_value([3, 1, 1]) == 2 / 8
+    # The sampled estimate agrees with the exact count.
+    d = np.random.default_rng(1).normal(0.4, 1.0, size=16)
+    exact = returns.sign_flip_p_value(d)
+    assert abs(returns.sign_flip_p_value(d, max_exact=1) - exact) < 0.01
+
+
 def test_permutation_p_value_counts_the_splits_by_hand():
     # {1,2,3} vs {4,5,6}: of the C(6,3) = 20 splits only these two extremes reach |Δ| = 3.
     assert returns.permutation_p_value([1, 2, 3], [4, 5, 6]) == 2 / 20
