@@ -1,11 +1,13 @@
 """The returns benchmark's report (bench/returns.py): its statistics, on made-up runs (in CI;
 no sb3-contrib venv or training needed)."""
 import itertools
+import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 sys.path.insert(0, BENCH)
@@ -160,3 +162,36 @@ def test_chance_table_multiplies_the_tasks_that_have_three_common_seeds():
     assert lines[2] == f"| Hopper-v5 | 0-3 (4) | {hopper:.2f} | 0.50 |"
     assert lines[3] == "| Swimmer-v5 | 0-1, 3 (3) | 1.00 | 0.50 |"
     assert lines[4] == f"| all 2 tasks | | **{hopper:.3f}** | 0.250 |" and len(lines) == 5
+
+
+def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
+    sys.path.insert(0, os.path.join(BENCH, "experiments"))
+    import compare_runs
+
+    def run(variant, seed, final, curve, curve_last20=None):
+        r = {"library": "sb3-contrib" if variant == "sb3" else "tftrpo", "env": "Hopper-v5", "seed": seed,
+             "steps": 100, "final_eval_mean": final, "curve": [[50, c] for c in curve]}
+        if variant != "sb3":
+            r["variant"] = variant
+        if curve_last20 is not None:
+            r["curve_last20"] = [[50, c] for c in curve_last20]
+        (tmp_path / f"{variant}-Hopper-v5-seed{seed}.json").write_text(json.dumps(r))
+
+    for seed, (fa, fb) in enumerate([(10, 7), (8, 6), (9, 8)]):
+        run("tftrpo-primeobs", seed, fa, [fa, fa])
+        run("tftrpo", seed, fb, [fb, fb + 2])
+    run("tftrpo", 3, 1, [1])  # no partner: left out
+    pairs = compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo-primeobs", "tftrpo")
+    assert list(pairs) == [0, 1, 2]
+    result = compare_runs.compare(pairs, paired=True)
+    final = result["final_eval_mean"]
+    assert final["mean_difference"] == 2.0 and final["a_higher"] == 3
+    assert final["p"] == 2 / 8  # all three positive: only +++ and --- reach it
+    assert result["curve_mean"]["mean_difference"] == 1.0  # fa − (fb + 1) per seed
+    # Two libraries: sb3-contrib's 20-episode curve is used, and a run without one is refused.
+    run("sb3", 0, 5, [100, 100], curve_last20=[4, 6])
+    result = compare_runs.compare(compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo", "sb3"), paired=False)
+    assert result["curve_mean"]["b"] == [5.0] and result["final_eval_mean"]["test"] == "permutation"
+    run("sb3", 0, 5, [100, 100])
+    with pytest.raises(ValueError, match="curve_last20"):
+        compare_runs.compare(compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo", "sb3"), paired=False)

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Paired comparison of two tftrpo variants run on the same seeds by `bench/returns.py`.
+"""Two variants' runs of `bench/returns.py` on the same seeds: the mean difference and its p.
 
-A seed's runs of two variants that differ only from the first update on share their start
-(initial weights, first batch), so their difference per seed is the paired measure. Per seed, it
-takes each run's area under its training curve (the mean of its training-return curve over all
-iterations) and its final 20-episode greedy evaluation, and tests the mean paired difference of
-each with a two-sided sign-flip permutation test (`returns.sign_flip_p_value`).
+Per seed it takes each run's final 20-episode greedy evaluation and its area under the training
+curve (the mean of its training-return curve over all iterations; the 20-episode window for both
+libraries: sb3-contrib's `curve_last20` where its worker wrote one). `--paired` is for two tftrpo
+variants that differ only from the first update on: a seed's two runs share their start (initial
+weights, first batch), so the per-seed differences are tested with a two-sided sign-flip test
+(`returns.sign_flip_p_value`). Otherwise (two libraries) the two groups are compared with the
+two-sided permutation test of the returns table (`returns.permutation_p_value`).
 
-  python bench/experiments/paired_variants.py bench/results/returns_first_batch_100k \\
+  python bench/experiments/compare_runs.py bench/results/returns_first_batch_100k --paired \\
       --env Hopper-v5 --a tftrpo-primeobs --b tftrpo --out bench/results/first_batch_100k
   # → bench/results/first_batch_100k.json and .png
 """
@@ -28,7 +30,11 @@ MEASURES = {"curve_mean": "mean training return over the run (area under the cur
 
 
 def curve_mean(run) -> float:
-    return float(np.mean(np.asarray(run["curve"], dtype=float)[:, 1]))
+    """Mean of the run's training-return curve, averaged over its last 20 episodes at each point."""
+    if run.get("variant", "sb3") == "sb3" and "curve_last20" not in run:
+        raise ValueError(f"compare_runs: sb3-contrib run seed {run['seed']} has no curve_last20 "
+                         "(made before its worker recorded one); its curve's 100-episode window is not comparable")
+    return float(np.mean(np.asarray(run.get("curve_last20", run["curve"]), dtype=float)[:, 1]))
 
 
 def paired_runs(run_dir, env_id, a, b):
@@ -45,20 +51,26 @@ def paired_runs(run_dir, env_id, a, b):
     return {s: (by[a][s], by[b][s]) for s in seeds}
 
 
-def compare(pairs):
-    """Per measure: the per-seed values, the mean paired difference a − b, its sign-flip p, and
-    the difference over the standard deviation of the paired differences."""
+def compare(pairs, paired):
+    """Per measure: the per-seed values, the mean difference a − b and its p (sign-flip if
+    `paired`, else permutation), and the effect size: the difference over the standard deviation
+    of the paired differences if `paired`, else of the runs of both (`standardised_difference`)."""
     result = {}
     for measure in MEASURES:
         value = curve_mean if measure == "curve_mean" else (lambda run: float(run[measure]))
         a = np.array([value(ra) for ra, _ in pairs.values()])
         b = np.array([value(rb) for _, rb in pairs.values()])
         d = a - b
+        if paired:
+            effect = float(d.mean() / d.std(ddof=1)) if len(d) > 1 and d.std() > 0 else 0.0
+            p = returns.sign_flip_p_value(d)
+        else:
+            effect = returns.standardised_difference(a, b)[2]
+            p = returns.permutation_p_value(a, b)
         result[measure] = {"what": MEASURES[measure], "a": a.round(2).tolist(), "b": b.round(2).tolist(),
                            "mean_a": float(a.mean()), "mean_b": float(b.mean()),
                            "mean_difference": float(d.mean()), "a_higher": int((d > 0).sum()),
-                           "effect_size": float(d.mean() / d.std(ddof=1)) if len(d) > 1 and d.std() > 0 else 0.0,
-                           "sign_flip_p": returns.sign_flip_p_value(d)}
+                           "effect_size": effect, "test": "sign-flip" if paired else "permutation", "p": p}
     return result
 
 
@@ -68,24 +80,25 @@ def main():
     parser.add_argument("--env", required=True)
     parser.add_argument("--a", required=True, help="variant whose minus the other's is reported")
     parser.add_argument("--b", required=True)
+    parser.add_argument("--paired", action="store_true", help="a seed's two runs share their start (sign-flip test)")
     parser.add_argument("--out", required=True, help="writes OUT.json and OUT.png")
     args = parser.parse_args()
     pairs = paired_runs(args.run_dir, args.env, args.a, args.b)
     if not pairs:
-        sys.exit(f"paired_variants: no seed has runs of both {args.a} and {args.b} on {args.env} in {args.run_dir}")
+        sys.exit(f"compare_runs: no seed has runs of both {args.a} and {args.b} on {args.env} in {args.run_dir}")
     steps = sorted({r["steps"] for pair in pairs.values() for r in pair})
-    result = compare(pairs)
+    result = compare(pairs, args.paired)
     write_json(args.out + ".json", {"env": args.env, "a": args.a, "b": args.b, "steps": steps,
-                                    "seeds": list(pairs), "run_dir": os.path.relpath(args.run_dir), **result})
+                                    "paired": args.paired, "seeds": list(pairs), "run_dir": os.path.relpath(args.run_dir), **result})
     box_strip_plot(args.out + ".png",
-                   [(f"{result[m]['what']}\n(p {result[m]['sign_flip_p']:.3f})",
+                   [(f"{result[m]['what']}\n(p {result[m]['p']:.3f})",
                      [(args.a, result[m]["a"]), (args.b, result[m]["b"])]) for m in MEASURES],
-                   f"{args.env}, {steps[-1]:,} steps, {len(pairs)} seeds paired", "return")
+                   f"{args.env}, {steps[-1]:,} steps, {len(pairs)} seeds{' paired' if args.paired else ''}", "return")
     for m in MEASURES:
         r = result[m]
         print(f"{r['what']}: {args.a} {r['mean_a']:.1f}, {args.b} {r['mean_b']:.1f}, "
               f"difference {r['mean_difference']:+.1f} (a higher on {r['a_higher']} of {len(pairs)}), "
-              f"effect size {r['effect_size']:+.2f}, sign-flip p {r['sign_flip_p']:.3f}")
+              f"effect size {r['effect_size']:+.2f}, {r['test']} p {r['p']:.3f}")
 
 
 if __name__ == "__main__":
