@@ -183,7 +183,9 @@ def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
     run("tftrpo", 3, 1, [1])  # no partner: left out
     pairs = compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo-primeobs", "tftrpo")
     assert list(pairs) == [0, 1, 2]
-    result = compare_runs.compare(pairs, paired=True)
+    result = compare_runs.compare(pairs, paired=True, iterations=[1, 2])
+    assert result["curve_at_1"]["mean_difference"] == 2.0  # fa − fb per seed
+    assert result["curve_at_2"]["mean_difference"] == 0.0  # fa − (fb + 2)
     final = result["final_eval_mean"]
     assert final["mean_difference"] == 2.0 and final["a_higher"] == 3
     assert final["p"] == 2 / 8  # all three positive: only +++ and --- reach it

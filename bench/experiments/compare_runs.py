@@ -14,6 +14,7 @@ two-sided permutation test of the returns table (`returns.permutation_p_value`).
   # → bench/results/first_batch_100k.json and .png
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -29,12 +30,22 @@ MEASURES = {"curve_mean": "mean training return over the run (area under the cur
             "final_eval_mean": "final 20-episode greedy evaluation"}
 
 
-def curve_mean(run) -> float:
-    """Mean of the run's training-return curve, averaged over its last 20 episodes at each point."""
+def curve(run) -> np.ndarray:
+    """The run's training-return curve, [steps, mean of the last 20 episodes] per iteration."""
     if run.get("variant", "sb3") == "sb3" and "curve_last20" not in run:
         raise ValueError(f"compare_runs: sb3-contrib run seed {run['seed']} has no curve_last20 "
                          "(made before its worker recorded one); its curve's 100-episode window is not comparable")
-    return float(np.mean(np.asarray(run.get("curve_last20", run["curve"]), dtype=float)[:, 1]))
+    return np.asarray(run.get("curve_last20", run["curve"]), dtype=float)
+
+
+def curve_mean(run) -> float:
+    """Mean of the run's training-return curve: the area under it over its steps."""
+    return float(np.mean(curve(run)[:, 1]))
+
+
+def curve_at(run, iteration) -> float:
+    """The training return (last 20 episodes) after the run's `iteration`-th batch, 1-based."""
+    return float(curve(run)[iteration - 1, 1])
 
 
 def paired_runs(run_dir, env_id, a, b):
@@ -51,27 +62,33 @@ def paired_runs(run_dir, env_id, a, b):
     return {s: (by[a][s], by[b][s]) for s in seeds}
 
 
-def compare(pairs, paired):
-    """Per measure: the per-seed values, the mean difference a − b and its p (sign-flip if
-    `paired`, else permutation), and the effect size: the difference over the standard deviation
-    of the paired differences if `paired`, else of the runs of both (`standardised_difference`)."""
-    result = {}
-    for measure in MEASURES:
-        value = curve_mean if measure == "curve_mean" else (lambda run: float(run[measure]))
-        a = np.array([value(ra) for ra, _ in pairs.values()])
-        b = np.array([value(rb) for _, rb in pairs.values()])
-        d = a - b
-        if paired:
-            effect = float(d.mean() / d.std(ddof=1)) if len(d) > 1 and d.std() > 0 else 0.0
-            p = returns.sign_flip_p_value(d)
-        else:
-            effect = returns.standardised_difference(a, b)[2]
-            p = returns.permutation_p_value(a, b)
-        result[measure] = {"what": MEASURES[measure], "a": a.round(2).tolist(), "b": b.round(2).tolist(),
-                           "mean_a": float(a.mean()), "mean_b": float(b.mean()),
-                           "mean_difference": float(d.mean()), "a_higher": int((d > 0).sum()),
-                           "effect_size": effect, "test": "sign-flip" if paired else "permutation", "p": p}
-    return result
+def difference(a, b, paired) -> dict:
+    """The mean difference a − b of per-seed values, its p (sign-flip if `paired`, else
+    permutation), and the effect size: the difference over the standard deviation of the paired
+    differences if `paired`, else of the runs of both (`returns.standardised_difference`)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = a - b
+    if paired:
+        effect = float(d.mean() / d.std(ddof=1)) if len(d) > 1 and d.std() > 0 else 0.0
+        p = returns.sign_flip_p_value(d)
+    else:
+        effect = returns.standardised_difference(a, b)[2]
+        p = returns.permutation_p_value(a, b)
+    return {"a": a.round(2).tolist(), "b": b.round(2).tolist(), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+            "mean_difference": float(d.mean()), "a_higher": int((d > 0).sum()), "effect_size": effect,
+            "test": "sign-flip" if paired else "permutation", "p": p}
+
+
+def compare(pairs, paired, iterations=()):
+    """`difference` for each of MEASURES, and for the training return after each of `iterations`."""
+    measures = {"curve_mean": curve_mean, "final_eval_mean": lambda run: float(run["final_eval_mean"])}
+    whats = dict(MEASURES)
+    for iteration in iterations:
+        measures[f"curve_at_{iteration}"] = functools.partial(curve_at, iteration=iteration)
+        whats[f"curve_at_{iteration}"] = f"training return (last 20 episodes) after iteration {iteration}"
+    return {name: {"what": whats[name],
+                   **difference([value(ra) for ra, _ in pairs.values()], [value(rb) for _, rb in pairs.values()], paired)}
+            for name, value in measures.items()}
 
 
 def main():
@@ -81,20 +98,22 @@ def main():
     parser.add_argument("--a", required=True, help="variant whose minus the other's is reported")
     parser.add_argument("--b", required=True)
     parser.add_argument("--paired", action="store_true", help="a seed's two runs share their start (sign-flip test)")
+    parser.add_argument("--iterations", nargs="*", type=int, default=[],
+                        help="also compare the training return after these iterations (1-based)")
     parser.add_argument("--out", required=True, help="writes OUT.json and OUT.png")
     args = parser.parse_args()
     pairs = paired_runs(args.run_dir, args.env, args.a, args.b)
     if not pairs:
         sys.exit(f"compare_runs: no seed has runs of both {args.a} and {args.b} on {args.env} in {args.run_dir}")
     steps = sorted({r["steps"] for pair in pairs.values() for r in pair})
-    result = compare(pairs, args.paired)
+    result = compare(pairs, args.paired, args.iterations)
     write_json(args.out + ".json", {"env": args.env, "a": args.a, "b": args.b, "steps": steps,
                                     "paired": args.paired, "seeds": list(pairs), "run_dir": os.path.relpath(args.run_dir), **result})
     box_strip_plot(args.out + ".png",
                    [(f"{result[m]['what']}\n(p {result[m]['p']:.3f})",
                      [(args.a, result[m]["a"]), (args.b, result[m]["b"])]) for m in MEASURES],
                    f"{args.env}, {steps[-1]:,} steps, {len(pairs)} seeds{' paired' if args.paired else ''}", "return")
-    for m in MEASURES:
+    for m in result:
         r = result[m]
         print(f"{r['what']}: {args.a} {r['mean_a']:.1f}, {args.b} {r['mean_b']:.1f}, "
               f"difference {r['mean_difference']:+.1f} (a higher on {r['a_higher']} of {len(pairs)}), "
