@@ -197,3 +197,27 @@ def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
     run("sb3", 0, 5, [100, 100])
     with pytest.raises(ValueError, match="curve_last20"):
         compare_runs.compare(compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo", "sb3"), paired=False)
+
+
+def test_compare_runs_pools_tasks_with_the_returns_test(tmp_path):
+    sys.path.insert(0, os.path.join(BENCH, "experiments"))
+    import compare_runs
+
+    values = {"Hopper-v5": ([3, 4, 5], [1, 2, 3]), "Swimmer-v5": ([10, 30], [20, 20])}
+    for env, (tf_values, sb3_values) in values.items():
+        for variant, finals in (("tftrpo", tf_values), ("sb3", sb3_values)):
+            for seed, final in enumerate(finals):
+                r = {"library": "sb3-contrib" if variant == "sb3" else variant, "env": env, "seed": seed,
+                     "steps": 100, "final_eval_mean": final,
+                     "curve": [[50, final]], "curve_last20": [[50, final]]}
+                if variant == "tftrpo":
+                    r["variant"] = variant
+                (tmp_path / f"{variant}-{env}-seed{seed}.json").write_text(json.dumps(r))
+    result = compare_runs.pooled(str(tmp_path), list(values), "tftrpo", "sb3")
+    assert result["tasks"] == {"Hopper-v5": [0, 1, 2], "Swimmer-v5": [0, 1]}
+    statistic, p = returns.pooled_permutation_test(list(values.values()))
+    assert result["final_eval_mean"]["pooled_standardised_difference"] == statistic
+    assert result["final_eval_mean"]["p"] == p
+    # Hopper: +2 over s = std(1..5) = 1.58; Swimmer: 0.
+    assert result["final_eval_mean"]["per_task"]["Hopper-v5"] == 2 / np.std([3, 4, 5, 1, 2, 3], ddof=1)
+    assert result["final_eval_mean"]["per_task"]["Swimmer-v5"] == 0.0

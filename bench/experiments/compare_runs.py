@@ -91,10 +91,28 @@ def compare(pairs, paired, iterations=()):
             for name, value in measures.items()}
 
 
+def pooled(run_dir, envs, a, b):
+    """Per measure, `returns.pooled_permutation_test` over `envs` (two libraries, unpaired): the mean
+    over tasks of each task's standardised difference a − b, and its within-task permutation p."""
+    tasks = {env: paired_runs(run_dir, env, a, b) for env in envs}
+    result = {"tasks": {env: sorted(pairs) for env, pairs in tasks.items()}}
+    for name, value in (("curve_mean", curve_mean), ("final_eval_mean", lambda run: float(run["final_eval_mean"]))):
+        values = [([value(ra) for ra, _ in pairs.values()], [value(rb) for _, rb in pairs.values()])
+                  for pairs in tasks.values()]
+        statistic, p = returns.pooled_permutation_test(values)
+        result[name] = {"what": MEASURES[name], "per_task": {env: returns.standardised_difference(*v)[2]
+                                                             for env, v in zip(envs, values)},
+                        "pooled_standardised_difference": statistic, "p": p}
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--env", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--env")
+    where.add_argument("--pooled", nargs="+", metavar="ENV",
+                       help="unpaired only: the pooled test over these tasks (writes OUT.json, no plot)")
     parser.add_argument("--a", required=True, help="variant whose minus the other's is reported")
     parser.add_argument("--b", required=True)
     parser.add_argument("--paired", action="store_true", help="a seed's two runs share their start (sign-flip test)")
@@ -102,6 +120,16 @@ def main():
                         help="also compare the training return after these iterations (1-based)")
     parser.add_argument("--out", required=True, help="writes OUT.json and OUT.png")
     args = parser.parse_args()
+    if args.pooled:
+        if args.paired or args.iterations:
+            parser.error("--pooled is for two libraries' runs: no --paired or --iterations")
+        result = pooled(args.run_dir, args.pooled, args.a, args.b)
+        write_json(args.out + ".json", {"a": args.a, "b": args.b, "run_dir": os.path.relpath(args.run_dir), **result})
+        for m in MEASURES:
+            r = result[m]
+            print(f"{r['what']}: pooled standardised difference {r['pooled_standardised_difference']:+.3f}, "
+                  f"p {r['p']:.3f} (per task {', '.join(f'{e} {d:+.2f}' for e, d in r['per_task'].items())})")
+        return
     pairs = paired_runs(args.run_dir, args.env, args.a, args.b)
     if not pairs:
         sys.exit(f"compare_runs: no seed has runs of both {args.a} and {args.b} on {args.env} in {args.run_dir}")
