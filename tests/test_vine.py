@@ -578,3 +578,38 @@ def test_trunk_episode_statistics_span_collects():
     # Every trunk step is an episode step, or the reset step after an episode end.
     assert steps == sum(lengths) + len(lengths) + collector._episode_length
     assert max(lengths) > 8
+
+
+def test_vine_update_primes_observation_statistics_like_the_single_path_update():
+    """prime_observation_normalizer on a vine rollout set: the first step equals a plain agent's step
+    on the states normalised in NumPy, and each set is counted once in the statistics."""
+    env = tabular_factory(0)
+    rng = np.random.default_rng(7)
+    n, k = 12, 3
+
+    def rollout_set():
+        observations = np.eye(NUM_STATES, dtype=np.float32)[rng.integers(0, TERMINAL, size=n)] * 4.0 + 1.0
+        return (observations, rng.integers(0, NUM_ACTIONS, size=(n, k)), rng.normal(size=(n, k)).astype(np.float32))
+
+    def experience(observations, actions, q):
+        return VineExperience(tf.constant(observations), tf.constant(actions, tf.int64), tf.constant(q),
+                              tf.constant(False))
+
+    primed = make_agent(env, normalize_observations=True, prime_observation_normalizer=True)
+    on_normalised = make_agent(env, normalize_observations=False)
+    for variable, value in zip(on_normalised._actor_net.variables, primed._actor_net.variables):
+        variable.assign(value)
+    first, second = rollout_set(), rollout_set()
+    mean, var = first[0].mean(0), first[0].var(0)
+    by_numpy = np.clip((first[0] - mean) / np.sqrt(np.where(var > 0, var, 0.0) + 1e-8), -10.0, 10.0)
+    primed.train(experience(*first))
+    on_normalised.train(experience(by_numpy.astype(np.float32), *first[1:]))
+    for got, want in zip(primed._actor_net.trainable_variables, on_normalised._actor_net.trainable_variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    got_mean, _ = primed._observation_normalizer.mean_and_variance()
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-5, atol=1e-6)
+    primed.train(experience(*second))
+    both = np.concatenate([first[0], second[0]])
+    got_mean, got_var = primed._observation_normalizer.mean_and_variance()
+    np.testing.assert_allclose(got_mean, both.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_var, both.var(0), rtol=1e-4, atol=1e-6)
