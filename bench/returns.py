@@ -170,11 +170,18 @@ def variant_of(run) -> str:
     raise ValueError(f"returns: run JSON without a variant: {run['library']} {run['env']} seed {run['seed']}")
 
 
-def report():
+def load_runs(run_dir):
+    """Every run JSON in `run_dir`, in file-name order (none if it does not exist)."""
     runs = []
-    for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
-        with open(os.path.join(OUT, name)) as f:
-            runs.append(json.load(f))
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(run_dir, name)) as f:
+                runs.append(json.load(f))
+    return runs
+
+
+def report():
+    runs = load_runs(OUT)
     table = {}
     for r in runs:
         table.setdefault(r["env"], {}).setdefault(variant_of(r), []).append(r["final_eval_mean"])

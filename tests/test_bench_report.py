@@ -181,7 +181,7 @@ def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
         run("tftrpo-primeobs", seed, fa, [fa, fa])
         run("tftrpo", seed, fb, [fb, fb + 2])
     run("tftrpo", 3, 1, [1])  # no partner: left out
-    pairs = compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo-primeobs", "tftrpo")
+    pairs = compare_runs.paired_runs(returns.load_runs(str(tmp_path)), "Hopper-v5", "tftrpo-primeobs", "tftrpo")
     assert list(pairs) == [0, 1, 2]
     result = compare_runs.compare(pairs, paired=True, iterations=[1, 2])
     assert result["curve_at_1"]["mean_difference"] == 2.0  # fa − fb per seed
@@ -192,11 +192,11 @@ def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
     assert result["curve_mean"]["mean_difference"] == 1.0  # fa − (fb + 1) per seed
     # Two libraries: sb3-contrib's 20-episode curve is used, and a run without one is refused.
     run("sb3", 0, 5, [100, 100], curve_last20=[4, 6])
-    result = compare_runs.compare(compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo", "sb3"), paired=False)
+    result = compare_runs.compare(compare_runs.paired_runs(returns.load_runs(str(tmp_path)), "Hopper-v5", "tftrpo", "sb3"), paired=False)
     assert result["curve_mean"]["b"] == [5.0] and result["final_eval_mean"]["test"] == "permutation"
     run("sb3", 0, 5, [100, 100])
     with pytest.raises(ValueError, match="curve_last20"):
-        compare_runs.compare(compare_runs.paired_runs(str(tmp_path), "Hopper-v5", "tftrpo", "sb3"), paired=False)
+        compare_runs.compare(compare_runs.paired_runs(returns.load_runs(str(tmp_path)), "Hopper-v5", "tftrpo", "sb3"), paired=False)
 
 
 def test_compare_runs_pools_tasks_with_the_returns_test(tmp_path):
@@ -213,7 +213,7 @@ def test_compare_runs_pools_tasks_with_the_returns_test(tmp_path):
                 if variant == "tftrpo":
                     r["variant"] = variant
                 (tmp_path / f"{variant}-{env}-seed{seed}.json").write_text(json.dumps(r))
-    result = compare_runs.pooled(str(tmp_path), list(values), "tftrpo", "sb3")
+    result = compare_runs.pooled(returns.load_runs(str(tmp_path)), list(values), "tftrpo", "sb3")
     assert result["tasks"] == {"Hopper-v5": [0, 1, 2], "Swimmer-v5": [0, 1]}
     statistic, p = returns.pooled_permutation_test(list(values.values()))
     assert result["final_eval_mean"]["pooled_standardised_difference"] == statistic

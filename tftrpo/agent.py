@@ -371,34 +371,31 @@ class TRPOAgent(tf_agent.TFAgent):
             return observations
         return self._observation_normalizer.normalize(observations)
 
+    def _add_to_statistics_if(self, condition, observations, outer_dims) -> tf.Tensor:
+        """Adds this batch to the observation statistics where `condition` holds; returns it."""
+        def add():
+            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+            return tf.constant(True)
+
+        return tf.cond(condition, add, lambda: tf.constant(False))
+
     def _prime_normalizer(self, observations, outer_dims) -> Optional[tf.Tensor]:
         """`prime_observation_normalizer`: updates still-empty statistics with this batch, before
         the update; whether it did (None without the option). `tf.function`'s automatic control
         dependencies order the update before the reads that `_normalize` then makes."""
         if self._observation_normalizer is None or not self._prime_observation_normalizer:
             return None
-        normalizer = self._observation_normalizer
-
-        def prime():
-            normalizer.update(observations, outer_dims=outer_dims)
-            return tf.constant(True)
-
-        return tf.cond(normalizer.has_statistics(), lambda: tf.constant(False), prime)
+        return self._add_to_statistics_if(
+            tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims)
 
     def _update_normalizer(self, observations, outer_dims, primed: Optional[tf.Tensor]) -> None:
         """Adds this batch to the observation statistics after its update, unless it primed them."""
         if self._observation_normalizer is None:
             return
-        update = lambda: self._observation_normalizer.update(observations, outer_dims=outer_dims)
         if primed is None:
-            update()
-            return
-
-        def update_unless_primed():
-            update()
-            return tf.constant(True)
-
-        tf.cond(primed, lambda: tf.constant(False), update_unless_primed)
+            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+        else:
+            self._add_to_statistics_if(tf.logical_not(primed), observations, outer_dims)
 
     def _initial_state(self, net, batch_size):
         return net.get_initial_state(batch_size) if net.state_spec else ()

@@ -20,6 +20,7 @@ class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
         self._clip_value = float(clip_value)
 
     variance_epsilon = 1e-8  # ε in (x − μ)/√(σ² + ε)
+    _MIN_COUNT = 2.0  # samples before the variance estimate is used (until then, 1)
 
     def normalize(self, tensor, clip_value=None, center_mean=True, variance_epsilon=None):
         clip = self._clip_value if clip_value is None else clip_value
@@ -42,13 +43,13 @@ class ObservationNormalizer(tensor_normalizer.StreamingTensorNormalizer):
         so does this.
         """
         means, variances = super()._get_mean_var_estimates()
-        variances = [tf.where(count < 2.0, tf.ones_like(var), var)
+        variances = [tf.where(count < self._MIN_COUNT, tf.ones_like(var), var)
                      for var, count in zip(variances, self._count)]
         return means, variances
 
     def has_statistics(self) -> tf.Tensor:
         """Whether `update` has seen two samples yet; until then `normalize` uses mean 0, variance 1."""
-        return tf.reduce_all([tf.reduce_all(count >= 2.0) for count in self._count])
+        return tf.reduce_all([tf.reduce_all(count >= self._MIN_COUNT) for count in self._count])
 
     @property
     def clip_value(self) -> float:

@@ -15,7 +15,6 @@ two-sided permutation test of the returns table (`returns.permutation_p_value`).
 """
 import argparse
 import functools
-import json
 import os
 import sys
 
@@ -48,18 +47,23 @@ def curve_at(run, iteration) -> float:
     return float(curve(run)[iteration - 1, 1])
 
 
-def paired_runs(run_dir, env_id, a, b):
+# Each measure's value of one run.
+MEASURE_VALUES = {"curve_mean": curve_mean, "final_eval_mean": lambda run: float(run["final_eval_mean"])}
+
+
+def paired_runs(runs, env_id, a, b):
     """{seed: (run of a, run of b)} for the seeds both variants have finished on env_id."""
     by = {}
-    for name in sorted(os.listdir(run_dir)):
-        if not name.endswith(".json"):
-            continue
-        with open(os.path.join(run_dir, name)) as f:
-            run = json.load(f)
+    for run in runs:
         if run["env"] == env_id:
             by.setdefault(returns.variant_of(run), {})[run["seed"]] = run
     seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
     return {s: (by[a][s], by[b][s]) for s in seeds}
+
+
+def per_seed(pairs, value):
+    """(values of a, values of b) over the pairs' seeds."""
+    return [value(ra) for ra, _ in pairs.values()], [value(rb) for _, rb in pairs.values()]
 
 
 def difference(a, b, paired) -> dict:
@@ -81,24 +85,22 @@ def difference(a, b, paired) -> dict:
 
 def compare(pairs, paired, iterations=()):
     """`difference` for each of MEASURES, and for the training return after each of `iterations`."""
-    measures = {"curve_mean": curve_mean, "final_eval_mean": lambda run: float(run["final_eval_mean"])}
+    measures = dict(MEASURE_VALUES)
     whats = dict(MEASURES)
     for iteration in iterations:
         measures[f"curve_at_{iteration}"] = functools.partial(curve_at, iteration=iteration)
         whats[f"curve_at_{iteration}"] = f"training return (last 20 episodes) after iteration {iteration}"
-    return {name: {"what": whats[name],
-                   **difference([value(ra) for ra, _ in pairs.values()], [value(rb) for _, rb in pairs.values()], paired)}
+    return {name: {"what": whats[name], **difference(*per_seed(pairs, value), paired)}
             for name, value in measures.items()}
 
 
-def pooled(run_dir, envs, a, b):
+def pooled(runs, envs, a, b):
     """Per measure, `returns.pooled_permutation_test` over `envs` (two libraries, unpaired): the mean
     over tasks of each task's standardised difference a − b, and its within-task permutation p."""
-    tasks = {env: paired_runs(run_dir, env, a, b) for env in envs}
+    tasks = {env: paired_runs(runs, env, a, b) for env in envs}
     result = {"tasks": {env: sorted(pairs) for env, pairs in tasks.items()}}
-    for name, value in (("curve_mean", curve_mean), ("final_eval_mean", lambda run: float(run["final_eval_mean"]))):
-        values = [([value(ra) for ra, _ in pairs.values()], [value(rb) for _, rb in pairs.values()])
-                  for pairs in tasks.values()]
+    for name, value in MEASURE_VALUES.items():
+        values = [per_seed(pairs, value) for pairs in tasks.values()]
         statistic, p = returns.pooled_permutation_test(values)
         result[name] = {"what": MEASURES[name], "per_task": {env: returns.standardised_difference(*v)[2]
                                                              for env, v in zip(envs, values)},
@@ -123,14 +125,14 @@ def main():
     if args.pooled:
         if args.paired or args.iterations:
             parser.error("--pooled is for two libraries' runs: no --paired or --iterations")
-        result = pooled(args.run_dir, args.pooled, args.a, args.b)
+        result = pooled(returns.load_runs(args.run_dir), args.pooled, args.a, args.b)
         write_json(args.out + ".json", {"a": args.a, "b": args.b, "run_dir": os.path.relpath(args.run_dir), **result})
         for m in MEASURES:
             r = result[m]
             print(f"{r['what']}: pooled standardised difference {r['pooled_standardised_difference']:+.3f}, "
                   f"p {r['p']:.3f} (per task {', '.join(f'{e} {d:+.2f}' for e, d in r['per_task'].items())})")
         return
-    pairs = paired_runs(args.run_dir, args.env, args.a, args.b)
+    pairs = paired_runs(returns.load_runs(args.run_dir), args.env, args.a, args.b)
     if not pairs:
         sys.exit(f"compare_runs: no seed has runs of both {args.a} and {args.b} on {args.env} in {args.run_dir}")
     steps = sorted({r["steps"] for pair in pairs.values() for r in pair})
