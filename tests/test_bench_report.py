@@ -190,10 +190,16 @@ def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
     assert final["mean_difference"] == 2.0 and final["a_higher"] == 3
     assert final["p"] == 2 / 8  # all three positive: only +++ and --- reach it
     assert result["curve_mean"]["mean_difference"] == 1.0  # fa − (fb + 1) per seed
+    # The stochastic policy's return at the end is the curve's last point; the greedy gain is the
+    # greedy evaluation minus it: a 0 for every seed, b fb − (fb + 2) = −2.
+    assert result["final_train"]["a"] == [10.0, 8.0, 9.0] and result["final_train"]["b"] == [9.0, 8.0, 10.0]
+    assert result["greedy_gain"]["a"] == [0.0] * 3 and result["greedy_gain"]["b"] == [-2.0] * 3
+    assert result["greedy_gain"]["mean_difference"] == 2.0
     # Two libraries: sb3-contrib's 20-episode curve is used, and a run without one is refused.
     run("sb3", 0, 5, [100, 100], curve_last20=[4, 6])
     result = compare_runs.compare(compare_runs.paired_runs(returns.load_runs(str(tmp_path)), "Hopper-v5", "tftrpo", "sb3"), paired=False)
     assert result["curve_mean"]["b"] == [5.0] and result["final_eval_mean"]["test"] == "permutation"
+    assert result["final_train"]["b"] == [6.0] and result["greedy_gain"]["b"] == [-1.0]  # 5 − 6
     run("sb3", 0, 5, [100, 100])
     with pytest.raises(ValueError, match="curve_last20"):
         compare_runs.compare(compare_runs.paired_runs(returns.load_runs(str(tmp_path)), "Hopper-v5", "tftrpo", "sb3"), paired=False)

@@ -26,7 +26,9 @@ import returns  # noqa: E402
 from common import box_strip_plot, write_json  # noqa: E402
 
 MEASURES = {"curve_mean": "mean training return over the run (area under the curve)",
-            "final_eval_mean": "final 20-episode greedy evaluation"}
+            "final_eval_mean": "final 20-episode greedy evaluation",
+            "final_train": "training return (last 20 episodes) after the last iteration",
+            "greedy_gain": "greedy evaluation minus the last training return"}
 
 
 def curve(run) -> np.ndarray:
@@ -47,8 +49,19 @@ def curve_at(run, iteration) -> float:
     return float(curve(run)[iteration - 1, 1])
 
 
+def final_train(run) -> float:
+    """The stochastic collect policy's return at the end: the curve's last point (last 20 episodes)."""
+    return float(curve(run)[-1, 1])
+
+
+def greedy_gain(run) -> float:
+    """How much the greedy policy (the distribution's mode) scores above the stochastic one at the end."""
+    return float(run["final_eval_mean"]) - final_train(run)
+
+
 # Each measure's value of one run.
-MEASURE_VALUES = {"curve_mean": curve_mean, "final_eval_mean": lambda run: float(run["final_eval_mean"])}
+MEASURE_VALUES = {"curve_mean": curve_mean, "final_eval_mean": lambda run: float(run["final_eval_mean"]),
+                  "final_train": final_train, "greedy_gain": greedy_gain}
 
 
 def paired_runs(runs, env_id, a, b):
