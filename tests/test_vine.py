@@ -601,7 +601,7 @@ def test_vine_update_primes_observation_statistics_like_the_single_path_update()
         variable.assign(value)
     first, second = rollout_set(), rollout_set()
     mean, var = first[0].mean(0), first[0].var(0)
-    by_numpy = np.clip((first[0] - mean) / np.sqrt(np.where(var > 0, var, 0.0) + 1e-8), -10.0, 10.0)
+    by_numpy = np.clip((first[0] - mean) / np.sqrt(var + 1e-8), -10.0, 10.0)
     primed.train(experience(*first))
     on_normalised.train(experience(by_numpy.astype(np.float32), *first[1:]))
     for got, want in zip(primed._actor_net.trainable_variables, on_normalised._actor_net.trainable_variables):

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Two variants' runs of `bench/returns.py` on the same seeds: the mean difference and its p.
 
-Per seed it takes each run's final 20-episode greedy evaluation and its area under the training
+Per seed it takes each run's final 20-episode greedy evaluation, its area under the training
 curve (the mean of its training-return curve over all iterations; the 20-episode window for both
-libraries: sb3-contrib's `curve_last20` where its worker wrote one). `--paired` is for two tftrpo
+libraries: sb3-contrib's `curve_last20` where its worker wrote one), the curve's last point (the
+stochastic policy at the end) and the greedy evaluation's gain over that point. `--paired` is for two tftrpo
 variants that differ only from the first update on: a seed's two runs share their start (initial
 weights, first batch), so the per-seed differences are tested with a two-sided sign-flip test
 (`returns.sign_flip_p_value`). Otherwise (two libraries) the two groups are compared with the
@@ -49,6 +50,11 @@ def curve_at(run, iteration) -> float:
     return float(curve(run)[iteration - 1, 1])
 
 
+def final_eval(run) -> float:
+    """The greedy policy's 20-episode evaluation at the end of the run."""
+    return float(run["final_eval_mean"])
+
+
 def final_train(run) -> float:
     """The stochastic collect policy's return at the end: the curve's last point (last 20 episodes)."""
     return float(curve(run)[-1, 1])
@@ -56,11 +62,11 @@ def final_train(run) -> float:
 
 def greedy_gain(run) -> float:
     """How much the greedy policy (the distribution's mode) scores above the stochastic one at the end."""
-    return float(run["final_eval_mean"]) - final_train(run)
+    return final_eval(run) - final_train(run)
 
 
 # Each measure's value of one run.
-MEASURE_VALUES = {"curve_mean": curve_mean, "final_eval_mean": lambda run: float(run["final_eval_mean"]),
+MEASURE_VALUES = {"curve_mean": curve_mean, "final_eval_mean": final_eval,
                   "final_train": final_train, "greedy_gain": greedy_gain}
 
 
