@@ -69,22 +69,24 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "tftrpo-cg100", "tftrpo-primeobs", "sb3")
+VARIANTS = ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst", "sb3")
 LABELS = {"tftrpo": "tftrpo", "tftrpo-sharedinit": "tftrpo, before the init fix",
           "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
           "tftrpo-tfainit": "tftrpo, TF-Agents' init", "tftrpo-cg100": "tftrpo, CG 100 (diagnostic)",
           "tftrpo-primeobs": "tftrpo, first batch normalised (diagnostic)",
+          "tftrpo-statsfirst": "tftrpo, each batch in its statistics before its update (diagnostic)",
           "sb3": "sb3-contrib"}
 # Variants that are a record of earlier code, not something this code can run.
 HISTORICAL = {"tftrpo-sharedinit": "the commits before 8363502 (the hidden-layer init fix)"}
 # Variants that answer one question and are not a matched setting: run only when named in --variants.
-DIAGNOSTIC = {"tftrpo-cg100", "tftrpo-primeobs"}
+DIAGNOSTIC = {"tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst"}
 # The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
 VARIANT_FLAGS = {"tftrpo": [], "tftrpo-tfloop": ["--no-numpy-policy"],
                  "tftrpo-tfainit": ["--policy-output-gain", "0.1", "--value-output-gain", "0",
                                     "--value-adam-epsilon", "1e-7"],
                  "tftrpo-cg100": ["--cg-iters", "100"],
-                 "tftrpo-primeobs": ["--prime-observation-normalizer"]}
+                 "tftrpo-primeobs": ["--prime-observation-normalizer"],
+                 "tftrpo-statsfirst": ["--observation-statistics-before-update"]}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
              "sys.exit(main(sys.argv[1:]))")
@@ -199,6 +201,7 @@ def report():
 
     colors = {"tftrpo": "tab:orange", "tftrpo-sharedinit": "tab:gray", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
               "tftrpo-tfainit": "tab:green", "tftrpo-cg100": "tab:brown", "tftrpo-primeobs": "tab:pink",
+              "tftrpo-statsfirst": "tab:olive",
               "sb3": "tab:blue"}
     envs = [e for e in ENVS if e in table]
     if envs:

@@ -236,6 +236,39 @@ def test_prime_observation_normalizer_takes_the_first_update_on_normalised_obser
     np.testing.assert_allclose(variance, both.var(0), rtol=1e-3)
 
 
+def test_observation_statistics_before_update_normalises_every_batch_with_itself_included():
+    """Each update equals a plain agent's update on observations normalised in NumPy with the
+    statistics of every batch so far, this one included; each batch is counted once."""
+    primed = make_agent(normalize_observations=True, prime_observation_normalizer=True, seed=7)
+    first_option = make_agent(normalize_observations=True, observation_statistics_before_update=True, seed=7)
+    on_normalised = make_agent(normalize_observations=False, seed=7)
+    batches = [random_experience(primed, seed=8), random_experience(primed, seed=9)]
+    batches = [batches[0]._replace(observation=batches[0].observation * 3.0 + 7.0),
+               batches[1]._replace(observation=batches[1].observation * 2.0 - 4.0)]
+    for agent in (first_option, on_normalised):  # one initialisation for all three
+        for net, source in ((agent._actor_net, primed._actor_net), (agent._value_net, primed._value_net)):
+            for variable, value in zip(net.variables, source.variables):
+                variable.assign(value)
+    gap = lambda a, b: max(np.abs(p.numpy() - q.numpy()).max()
+                           for p, q in zip(a._actor_net.trainable_variables, b._actor_net.trainable_variables))
+    seen = np.zeros((0, 11))
+    for batch in batches:
+        seen = np.concatenate([seen, batch.observation.numpy().reshape(-1, 11).astype(np.float64)])
+        by_numpy = np.clip((batch.observation.numpy() - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-8), -10.0, 10.0)
+        for agent in (primed, first_option):
+            agent.train(batch)
+        on_normalised.train(batch._replace(observation=tf.constant(by_numpy.astype(np.float32))))
+        print("option vs NumPy-normalised", gap(first_option, on_normalised), "primed vs option",
+              gap(primed, first_option))
+        # (float32 streaming statistics against float64 NumPy ones: equal to rounding through the CG solve)
+        assert gap(first_option, on_normalised) < 3e-4
+        mean, variance = first_option._observation_normalizer.mean_and_variance()
+        np.testing.assert_allclose(mean, seen.mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(variance, seen.var(0), rtol=1e-3)
+    # Priming alone normalised the second batch with the first batch's statistics only.
+    assert gap(primed, first_option) > 1e-2
+
+
 def test_recurrent_and_convolutional_networks_fit_the_design():
     # RNN: state carried along T, reset at FIRST.
     time_step_spec = ts.time_step_spec(OBS_SPEC)

@@ -205,6 +205,30 @@ def test_compare_runs_pairs_by_seed_and_uses_matched_curve_windows(tmp_path):
         compare_runs.compare(compare_runs.paired_runs(returns.load_runs(str(tmp_path)), "Hopper-v5", "tftrpo", "sb3"), paired=False)
 
 
+def test_compare_runs_reads_several_directories_and_refuses_a_run_found_twice(tmp_path):
+    sys.path.insert(0, os.path.join(BENCH, "experiments"))
+    import compare_runs
+
+    def run(directory, variant, seed, final):
+        directory.mkdir(exist_ok=True)
+        r = {"library": "tftrpo", "variant": variant, "env": "Hopper-v5", "seed": seed, "steps": 100,
+             "final_eval_mean": final, "curve": [[50, final]]}
+        (directory / f"{variant}-Hopper-v5-seed{seed}.json").write_text(json.dumps(r))
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for seed in (0, 1, 2):
+        run(old, "tftrpo", seed, 10.0 + seed)
+    for seed in (1, 2, 3):
+        run(new, "tftrpo-statsfirst", seed, 20.0 + seed)
+    runs = compare_runs.load_run_dirs([str(old), str(new)])
+    pairs = compare_runs.paired_runs(runs, "Hopper-v5", "tftrpo-statsfirst", "tftrpo")
+    assert list(pairs) == [1, 2]
+    assert compare_runs.compare(pairs, paired=True)["final_eval_mean"]["mean_difference"] == 10.0
+    run(new, "tftrpo", 2, 99.0)  # seed 2's tftrpo run, now in both directories
+    with pytest.raises(ValueError, match="tftrpo seed 2 on Hopper-v5 is in both"):
+        compare_runs.load_run_dirs([str(old), str(new)])
+
+
 def test_compare_runs_pools_tasks_with_the_returns_test(tmp_path):
     sys.path.insert(0, os.path.join(BENCH, "experiments"))
     import compare_runs

@@ -613,3 +613,29 @@ def test_vine_update_primes_observation_statistics_like_the_single_path_update()
     got_mean, got_var = primed._observation_normalizer.mean_and_variance()
     np.testing.assert_allclose(got_mean, both.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_var, both.var(0), rtol=1e-4, atol=1e-6)
+
+
+def test_vine_update_adds_every_rollout_set_before_its_step_with_the_option():
+    """observation_statistics_before_update on vine rollout sets: each step equals a plain agent's
+    step on the states normalised in NumPy with every set so far, this one included."""
+    env = tabular_factory(0)
+    rng = np.random.default_rng(11)
+    n, k = 12, 3
+    option = make_agent(env, normalize_observations=True, observation_statistics_before_update=True)
+    on_normalised = make_agent(env, normalize_observations=False)
+    for variable, value in zip(on_normalised._actor_net.variables, option._actor_net.variables):
+        variable.assign(value)
+    seen = np.zeros((0, NUM_STATES))
+    for scale in (4.0, 2.0):
+        observations = np.eye(NUM_STATES, dtype=np.float32)[rng.integers(0, TERMINAL, size=n)] * scale + 1.0
+        actions = tf.constant(rng.integers(0, NUM_ACTIONS, size=(n, k)), tf.int64)
+        q = tf.constant(rng.normal(size=(n, k)).astype(np.float32))
+        seen = np.concatenate([seen, observations])
+        by_numpy = np.clip((observations - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-8), -10.0, 10.0)
+        option.train(VineExperience(tf.constant(observations), actions, q, tf.constant(False)))
+        on_normalised.train(VineExperience(tf.constant(by_numpy.astype(np.float32)), actions, q, tf.constant(False)))
+        for got, want in zip(option._actor_net.trainable_variables, on_normalised._actor_net.trainable_variables):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+        got_mean, got_var = option._observation_normalizer.mean_and_variance()
+        np.testing.assert_allclose(got_mean, seen.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_var, seen.var(0), rtol=1e-4, atol=1e-6)

@@ -137,6 +137,14 @@ class TRPOAgent(tf_agent.TFAgent):
         sees normalised observations, as with VecNormalize, and later batches see
         the same statistics as without it. The first batch was collected under the
         identity statistics, so its π_θold is re-evaluated on the normalised inputs.
+      observation_statistics_before_update: add *every* batch to the statistics
+        before its update (so it implies `prime_observation_normalizer`). The
+        update then sees the statistics the next batch is collected with, as with
+        VecNormalize (which updates them at every step, to within one batch);
+        by default an update sees the statistics its batch was collected with,
+        one batch behind those its policy then collects with. Either way each
+        batch is counted once. With it, π_θold is re-evaluated on inputs
+        normalised with statistics one batch newer than those it collected with.
       normalize_rewards: divide rewards by the running standard deviation of the
         discounted return (VecNormalize's scheme; checkpointed with the agent).
       normalize_advantages: standardise Â over each batch.
@@ -184,6 +192,7 @@ class TRPOAgent(tf_agent.TFAgent):
         normalize_observations: bool = True,
         observation_clip_value: float = 10.0,
         prime_observation_normalizer: bool = False,
+        observation_statistics_before_update: bool = False,
         normalize_rewards: bool = False,
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
@@ -242,6 +251,7 @@ class TRPOAgent(tf_agent.TFAgent):
             )
 
         self._prime_observation_normalizer = bool(prime_observation_normalizer)
+        self._statistics_before_update = bool(observation_statistics_before_update)
         self._reward_normalizer = RewardNormalizer(discount_factor) if normalize_rewards else None
 
         def make_actor_policy(clip):
@@ -380,10 +390,16 @@ class TRPOAgent(tf_agent.TFAgent):
         return tf.cond(condition, add, lambda: tf.constant(False))
 
     def _prime_normalizer(self, observations, outer_dims) -> Optional[tf.Tensor]:
-        """`prime_observation_normalizer`: updates still-empty statistics with this batch, before
-        the update; whether it did (None without the option). `tf.function`'s automatic control
-        dependencies order the update before the reads that `_normalize` then makes."""
-        if self._observation_normalizer is None or not self._prime_observation_normalizer:
+        """Adds this batch to the observation statistics before its update, where an option asks:
+        always (`observation_statistics_before_update`) or when they are still empty
+        (`prime_observation_normalizer`). Returns whether it did (None with neither option).
+        `tf.function`'s automatic control dependencies order the update before the reads that
+        `_normalize` then makes."""
+        if self._observation_normalizer is None:
+            return None
+        if self._statistics_before_update:
+            return self._add_to_statistics_if(tf.constant(True), observations, outer_dims)
+        if not self._prime_observation_normalizer:
             return None
         return self._add_to_statistics_if(
             tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims)

@@ -45,6 +45,9 @@ class TRPOConfig:
     # TRPOAgent's prime_observation_normalizer: the first update sees normalised observations
     # (statistics from its own batch) instead of raw ones; later batches are unchanged.
     prime_observation_normalizer: bool = False
+    # TRPOAgent's observation_statistics_before_update: every batch is added to the statistics
+    # before its update (the update sees those the next batch is collected with, as VecNormalize's).
+    observation_statistics_before_update: bool = False
     normalize_rewards: bool = True
     normalize_advantages: bool = True
     entropy_regularization: float = 0.0
@@ -87,7 +90,8 @@ class TRPOConfig:
         """The `TRPOAgent` keyword arguments of this config."""
         names = ("max_kl", "cg_iters", "cg_damping", "cg_precision", "line_search_max_backtracks", "line_search_shrink",
                  "accept_ratio", "discount_factor", "lambda_value", "value_train_epochs",
-                 "value_minibatch_size", "normalize_observations", "prime_observation_normalizer", "normalize_rewards",
+                 "value_minibatch_size", "normalize_observations", "prime_observation_normalizer",
+                 "observation_statistics_before_update", "normalize_rewards",
                  "normalize_advantages", "entropy_regularization", "jit_compile")
         return {n: getattr(self, n) for n in names}
 

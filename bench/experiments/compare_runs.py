@@ -13,6 +13,9 @@ two-sided permutation test of the returns table (`returns.permutation_p_value`).
   python bench/experiments/compare_runs.py bench/results/returns_first_batch_100k --paired \\
       --env Hopper-v5 --a tftrpo-primeobs --b tftrpo --out bench/results/first_batch_100k
   # → bench/results/first_batch_100k.json and .png
+
+Several run directories may be given (runs of one variant kept apart from another's); a run of
+the same task, variant and seed in two of them is refused.
 """
 import argparse
 import functools
@@ -68,6 +71,20 @@ def greedy_gain(run) -> float:
 # Each measure's value of one run.
 MEASURE_VALUES = {"curve_mean": curve_mean, "final_eval_mean": final_eval,
                   "final_train": final_train, "greedy_gain": greedy_gain}
+
+
+def load_run_dirs(run_dirs):
+    """The runs of every directory in `run_dirs`; a (task, variant, seed) found twice is an error."""
+    runs, where = [], {}
+    for run_dir in run_dirs:
+        for run in returns.load_runs(run_dir):
+            key = (run["env"], returns.variant_of(run), run["seed"])
+            if key in where:
+                raise ValueError(f"compare_runs: {key[1]} seed {key[2]} on {key[0]} is in both {where[key]} "
+                                 f"and {run_dir}")
+            where[key] = run_dir
+            runs.append(run)
+    return runs
 
 
 def paired_runs(runs, env_id, a, b):
@@ -129,7 +146,7 @@ def pooled(runs, envs, a, b):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", nargs="+", help="directories of run JSONs (read together)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--env")
     where.add_argument("--pooled", nargs="+", metavar="ENV",
@@ -141,23 +158,30 @@ def main():
                         help="also compare the training return after these iterations (1-based)")
     parser.add_argument("--out", required=True, help="writes OUT.json and OUT.png")
     args = parser.parse_args()
+    try:
+        runs = load_run_dirs(args.run_dir)
+    except ValueError as e:
+        sys.exit(str(e))
+    # One directory is written as a string, as before; several as a list.
+    run_dir = [os.path.relpath(d) for d in args.run_dir]
+    run_dir = run_dir[0] if len(run_dir) == 1 else run_dir
     if args.pooled:
         if args.paired or args.iterations:
             parser.error("--pooled is for two libraries' runs: no --paired or --iterations")
-        result = pooled(returns.load_runs(args.run_dir), args.pooled, args.a, args.b)
-        write_json(args.out + ".json", {"a": args.a, "b": args.b, "run_dir": os.path.relpath(args.run_dir), **result})
+        result = pooled(runs, args.pooled, args.a, args.b)
+        write_json(args.out + ".json", {"a": args.a, "b": args.b, "run_dir": run_dir, **result})
         for m in MEASURES:
             r = result[m]
             print(f"{r['what']}: pooled standardised difference {r['pooled_standardised_difference']:+.3f}, "
                   f"p {r['p']:.3f} (per task {', '.join(f'{e} {d:+.2f}' for e, d in r['per_task'].items())})")
         return
-    pairs = paired_runs(returns.load_runs(args.run_dir), args.env, args.a, args.b)
+    pairs = paired_runs(runs, args.env, args.a, args.b)
     if not pairs:
-        sys.exit(f"compare_runs: no seed has runs of both {args.a} and {args.b} on {args.env} in {args.run_dir}")
+        sys.exit(f"compare_runs: no seed has runs of both {args.a} and {args.b} on {args.env} in {' '.join(args.run_dir)}")
     steps = sorted({r["steps"] for pair in pairs.values() for r in pair})
     result = compare(pairs, args.paired, args.iterations)
     write_json(args.out + ".json", {"env": args.env, "a": args.a, "b": args.b, "steps": steps,
-                                    "paired": args.paired, "seeds": list(pairs), "run_dir": os.path.relpath(args.run_dir), **result})
+                                    "paired": args.paired, "seeds": list(pairs), "run_dir": run_dir, **result})
     box_strip_plot(args.out + ".png",
                    [(f"{result[m]['what']}\n(p {result[m]['p']:.3f})",
                      [(args.a, result[m]["a"]), (args.b, result[m]["b"])]) for m in MEASURES],
