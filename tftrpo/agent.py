@@ -406,7 +406,7 @@ class TRPOAgent(tf_agent.TFAgent):
             tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims)
 
     def _update_normalizer(self, observations, outer_dims, primed: Optional[tf.Tensor]) -> None:
-        """Adds this batch to the observation statistics after its update, unless it primed them."""
+        """Adds this batch to the observation statistics after its update, unless it was added before."""
         if self._observation_normalizer is None:
             return
         if primed is None:
