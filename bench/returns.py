@@ -16,7 +16,14 @@ dimensions.
 The variants:
   tftrpo          `tftrpo-train`'s preset as is: the same trust region as sb3-contrib's, in the
                   paper's units max_kl = d·δ, cg_damping = d·λ (`tftrpo.presets.rl_zoo3_trust_region`),
-                  collecting with the NumPy mirror of the policy (the CLI's default).
+                  collecting with the NumPy mirror of the policy (the CLI's default). Since stop 25
+                  the preset adds each batch to the observation statistics before its update; its
+                  1M runs were made as `tftrpo-statsfirst` and relabelled `tftrpo` (see their "note").
+  tftrpo-statsafter  the preset before stop 25: `--no-observation-statistics-before-update`, each
+                  batch added after its update. Its runs were made as `tftrpo` and relabelled. The
+                  other variants below were all run with that order and keep it (`STATS_AFTER`).
+  tftrpo-statsfirst  `--observation-statistics-before-update`: stop 25's test of that order (the
+                  100k runs of bench/README); the same as the preset since.
   tftrpo-tfloop   the same with `--no-numpy-policy`: the TF policy in the compiled collection loop
                   (the CLI's only collector until the NumPy mirror; those runs were made as
                   `tftrpo` and relabelled, see their "note").
@@ -33,13 +40,14 @@ The variants:
                   shared Keras `Orthogonal` made each hidden layer's draw the start of the next's),
                   relabelled (see their "note"). Historical: no flag reproduces it, so it is never
                   run; its code is any commit before 8363502 (the "git" of each JSON).
+  tftrpo-primeobs  stop 23's test: only the first batch joins the statistics before its update.
   tftrpo-cg100    the preset with `--cg-iters 100`: a near-converged CG solve instead of
                   rl-zoo3's 25 iterations. A diagnostic, not a matched setting: it asks whether
                   late-training CG convergence moves the returns (bench/README, stop 22). Run only
                   when named in --variants.
   sb3             sb3-contrib's TRPO (`workers/sb3_returns_worker.py`, its own venv).
 
-The variants other than `tftrpo` and `sb3` were all run before the init fix.
+`tftrpo-tfloop`, `tftrpo-paperkl` and `tftrpo-tfainit` were run before the init fix.
 
     python bench/returns.py --report --readme README.md       # also rewrite the README's tables
 
@@ -69,23 +77,29 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit", "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst", "sb3")
-LABELS = {"tftrpo": "tftrpo", "tftrpo-sharedinit": "tftrpo, before the init fix",
+VARIANTS = ("tftrpo", "tftrpo-statsafter", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit",
+            "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst", "sb3")
+LABELS = {"tftrpo": "tftrpo", "tftrpo-statsafter": "tftrpo, statistics after each update (the preset before stop 25)",
+          "tftrpo-sharedinit": "tftrpo, before the init fix",
           "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
           "tftrpo-tfainit": "tftrpo, TF-Agents' init", "tftrpo-cg100": "tftrpo, CG 100 (diagnostic)",
           "tftrpo-primeobs": "tftrpo, first batch normalised (diagnostic)",
-          "tftrpo-statsfirst": "tftrpo, each batch in its statistics before its update (diagnostic)",
+          "tftrpo-statsfirst": "tftrpo, each batch in its statistics before its update (stop 25's test; the preset since)",
           "sb3": "sb3-contrib"}
 # Variants that are a record of earlier code, not something this code can run.
 HISTORICAL = {"tftrpo-sharedinit": "the commits before 8363502 (the hidden-layer init fix)"}
-# Variants that answer one question and are not a matched setting: run only when named in --variants.
-DIAGNOSTIC = {"tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst"}
+# Variants that answer one question, or that record an earlier preset beside the current one:
+# run only when named in --variants.
+DIAGNOSTIC = {"tftrpo-statsafter", "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst"}
+# The preset until stop 25 added each batch to the observation statistics after its update; the
+# variants run before then keep that order, so that they still run what their JSONs record.
+STATS_AFTER = ["--no-observation-statistics-before-update"]
 # The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
-VARIANT_FLAGS = {"tftrpo": [], "tftrpo-tfloop": ["--no-numpy-policy"],
-                 "tftrpo-tfainit": ["--policy-output-gain", "0.1", "--value-output-gain", "0",
-                                    "--value-adam-epsilon", "1e-7"],
-                 "tftrpo-cg100": ["--cg-iters", "100"],
-                 "tftrpo-primeobs": ["--prime-observation-normalizer"],
+VARIANT_FLAGS = {"tftrpo": [], "tftrpo-statsafter": STATS_AFTER, "tftrpo-tfloop": STATS_AFTER + ["--no-numpy-policy"],
+                 "tftrpo-tfainit": STATS_AFTER + ["--policy-output-gain", "0.1", "--value-output-gain", "0",
+                                                  "--value-adam-epsilon", "1e-7"],
+                 "tftrpo-cg100": STATS_AFTER + ["--cg-iters", "100"],
+                 "tftrpo-primeobs": STATS_AFTER + ["--prime-observation-normalizer"],
                  "tftrpo-statsfirst": ["--observation-statistics-before-update"]}
 TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
              "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
@@ -117,7 +131,7 @@ DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_re
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
     if variant == "tftrpo-paperkl":
         max_kl, damping = paper_trust_region(env_id)
-        extra = ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
+        extra = STATS_AFTER + ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
     else:
         extra = VARIANT_FLAGS[variant]
     source = git_info()  # the library this run trains with (taken before it starts)
@@ -199,7 +213,7 @@ def report():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"tftrpo": "tab:orange", "tftrpo-sharedinit": "tab:gray", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
+    colors = {"tftrpo": "tab:orange", "tftrpo-statsafter": "tab:cyan", "tftrpo-sharedinit": "tab:gray", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
               "tftrpo-tfainit": "tab:green", "tftrpo-cg100": "tab:brown", "tftrpo-primeobs": "tab:pink",
               "tftrpo-statsfirst": "tab:olive",
               "sb3": "tab:blue"}
@@ -468,7 +482,7 @@ def noise_table(runs) -> str:
     lines = ["| env | variant | seed | " + " | ".join(f"mean log σ at {f:.0%}" for f in NOISE_AT)
              + " | final greedy return |", "|---|---|---|" + "---|" * len(NOISE_AT) + "---|"]
     for env_id in ENVS:
-        for variant in ("tftrpo", "tftrpo-sharedinit", "tftrpo-tfainit", "sb3"):
+        for variant in ("tftrpo", "tftrpo-statsafter", "tftrpo-sharedinit", "tftrpo-tfainit", "sb3"):
             for r in sorted((r for r in runs if r["env"] == env_id and variant_of(r) == variant), key=lambda r: r["seed"]):
                 curve = mean_log_std_curve(r)
                 if curve is None:

@@ -201,8 +201,9 @@ def test_observation_normalizer_is_updated_and_used_by_policies():
 def test_prime_observation_normalizer_takes_the_first_update_on_normalised_observations():
     """The primed first update equals a plain agent's update on observations normalised in NumPy
     with that batch's own statistics; the statistics count each batch once, as without priming."""
-    plain = make_agent(normalize_observations=True, seed=7)
-    primed = make_agent(normalize_observations=True, prime_observation_normalizer=True, seed=7)
+    after = dict(normalize_observations=True, observation_statistics_before_update=False, seed=7)
+    plain = make_agent(**after)
+    primed = make_agent(prime_observation_normalizer=True, **after)
     on_normalised = make_agent(normalize_observations=False, seed=7)
     first = random_experience(plain, seed=8)
     first = first._replace(observation=first.observation * 3.0 + 7.0)
@@ -237,10 +238,11 @@ def test_prime_observation_normalizer_takes_the_first_update_on_normalised_obser
 
 
 def test_observation_statistics_before_update_normalises_every_batch_with_itself_included():
-    """Each update equals a plain agent's update on observations normalised in NumPy with the
+    """The default: each update equals a plain agent's update on observations normalised in NumPy with the
     statistics of every batch so far, this one included; each batch is counted once."""
-    primed = make_agent(normalize_observations=True, prime_observation_normalizer=True, seed=7)
-    first_option = make_agent(normalize_observations=True, observation_statistics_before_update=True, seed=7)
+    primed = make_agent(normalize_observations=True, observation_statistics_before_update=False,
+                        prime_observation_normalizer=True, seed=7)
+    first_option = make_agent(normalize_observations=True, seed=7)  # the default
     on_normalised = make_agent(normalize_observations=False, seed=7)
     batches = [random_experience(primed, seed=8), random_experience(primed, seed=9)]
     batches = [batches[0]._replace(observation=batches[0].observation * 3.0 + 7.0),

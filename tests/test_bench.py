@@ -72,6 +72,11 @@ def test_returns_short(tmp_path):
     init = ("policy_output_gain", "value_output_gain", "value_adam_epsilon")
     assert [configs["tftrpo"][k] for k in init] == [0.01, 1.0, 1e-5]
     assert [configs["tftrpo-tfainit"][k] for k in init] == [0.1, 0.0, 1e-7]
+    # The preset adds each batch to the observation statistics before its update; the variants that
+    # record earlier presets keep the order their runs were made with (after).
+    assert configs["tftrpo"]["observation_statistics_before_update"] is True
+    for variant in ("tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit"):
+        assert configs[variant]["observation_statistics_before_update"] is False
     assert (tmp_path / "returns.png").exists()
     # The noise table's log σ: sb3-contrib's as recorded, tftrpo's from its entropy diagnostic. Both
     # policies start at log σ = 0, so the first rollout's value is 0 for both (tftrpo's through

@@ -117,6 +117,25 @@ def policy_probs(agent, observations):
     return dist.probs_parameter().numpy().astype(np.float64)
 
 
+def train_with_actor_before_and_after(agent, experience):
+    """`agent.train(experience)`; returns its info and π_θ(·|s) before and after the update, on
+    the states normalised as the update used them (the statistics include this rollout set by
+    default, so the normalisation the collection used is not the one to compare on)."""
+    actor = agent._actor_net.trainable_variables  # pylint: disable=protected-access
+    before = [v.numpy() for v in actor]
+    info = agent.train(experience)
+    after = [v.numpy() for v in actor]
+    observations = agent._normalize(experience.observation)  # pylint: disable=protected-access
+    n = observations.shape[0]
+    distributions = []
+    for weights in (before, after):
+        for variable, value in zip(actor, weights):
+            variable.assign(value)
+        distributions.append(agent._actor_net(observations, step_type=tf.zeros([n], tf.int32),  # pylint: disable=protected-access
+                                              network_state=())[0])
+    return info, distributions[0], distributions[1]
+
+
 def cluster_mean_se(values, clusters):
     """Mean and its standard error, robust to correlation inside clusters.
 
@@ -451,36 +470,18 @@ def test_agent_vine_steps_improve_numpy_surrogate_within_trust_region(cg_precisi
 # ----------------------------------------------------------------------------
 # 5. Vine training improves CartPole on a short budget.
 
-def _greedy_return(agent, episodes=5, seed=100):
-    env = load("CartPole-v1", seed=seed)
-    act = tf.function(lambda t: agent.policy.action(t).action)
-    returns = []
-    for _ in range(episodes):
-        step, total = env.reset(), 0.0
-        while not step.is_last():
-            batch = tf.nest.map_structure(lambda x: tf.constant(np.asarray(x)[None]), step)
-            step = env.step(act(batch).numpy()[0])
-            total += float(step.reward)
-        returns.append(total)
-    return float(np.mean(returns))
-
-
 def test_vine_training_improves_cartpole():
     max_kl = 0.02
     env = load("CartPole-v1", seed=0)
     agent = make_agent(env, fc=(32,), max_kl=max_kl)
     collector = VineCollector(lambda s: load("CartPole-v1", seed=s), agent.collect_policy, num_states=32,
                               rollout_length=100, trunk_steps=256, num_branch_envs=64, seed=0)
-    before = _greedy_return(agent)
-    trunk_returns, accepted = [], 0
+    episode_returns, accepted = [], 0
     for _ in range(12):
         exp, stats = collector.collect()
         assert exp.q_value.shape == (32, 2) and bool(exp.all_actions.numpy())
-        # KL recomputed here, on the normalised observations the update used.
-        observations = agent._normalize(exp.observation)  # pylint: disable=protected-access
-        old = policy_probs(agent, observations)
-        info = agent.train(exp)
-        new = policy_probs(agent, observations)
+        info, old, new = train_with_actor_before_and_after(agent, exp)
+        old, new = (d.probs_parameter().numpy().astype(np.float64) for d in (old, new))
         kl = np.mean((old * (np.log(old) - np.log(new))).sum(axis=1))
         assert np.isfinite(float(info.loss))
         if info.extra.step_rejected.numpy():
@@ -489,11 +490,15 @@ def test_vine_training_improves_cartpole():
             accepted += 1
             assert 0 < kl <= max_kl * (1 + 1e-4)
             assert float(info.extra.kl) <= max_kl * (1 + 1e-4)
-        trunk_returns.append(np.mean(stats.episode_returns) if stats.episode_returns else np.nan)
-    after = _greedy_return(agent)
-    print(f"greedy return {before:.1f} -> {after:.1f}; trunk returns {np.round(trunk_returns, 1)}")
+        episode_returns.append(list(stats.episode_returns))
+    # Learning, measured on the trunk's episodes (the stochastic policy): those of the last three
+    # rollout sets (at least one ends in 3 × 256 steps) against the first set's. Over CartPole
+    # seeds 0-5 and both orders of the observation statistics the ratio was 3.5-22.
+    first = np.mean(episode_returns[0])
+    last = np.mean(sum(episode_returns[-3:], []))
+    print(f"trunk episode return {first:.1f} -> {last:.1f}")
     assert accepted >= 10
-    assert after > 2 * before and after > 100
+    assert last > 2.5 * first
     assert agent._vine_update.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
 
 
@@ -547,10 +552,9 @@ def test_sampled_actions_on_pendulum():
     z = (actions - mu[:, None]) / sigma[:, None]
     assert abs(z.mean()) < 4 / math.sqrt(n * k) and 0.6 < z.std() < 1.4
 
-    observations = agent._normalize(exp.observation)  # pylint: disable=protected-access
-    info = agent.train(exp)
+    info, old, new = train_with_actor_before_and_after(agent, exp)
     assert np.isfinite(float(info.loss))
-    new, _ = agent._actor_net(observations, step_type=tf.zeros([n], tf.int32), network_state=())  # pylint: disable=protected-access
+    mu, sigma = old.mean().numpy()[:, 0].astype(np.float64), old.stddev().numpy()[:, 0].astype(np.float64)
     mu2, sigma2 = new.mean().numpy()[:, 0].astype(np.float64), new.stddev().numpy()[:, 0].astype(np.float64)
     kl = np.mean(np.log(sigma2 / sigma) + (sigma ** 2 + (mu - mu2) ** 2) / (2 * sigma2 ** 2) - 0.5)
     assert kl <= max_kl * (1 + 1e-4)
@@ -595,7 +599,8 @@ def test_vine_update_primes_observation_statistics_like_the_single_path_update()
         return VineExperience(tf.constant(observations), tf.constant(actions, tf.int64), tf.constant(q),
                               tf.constant(False))
 
-    primed = make_agent(env, normalize_observations=True, prime_observation_normalizer=True)
+    primed = make_agent(env, normalize_observations=True, observation_statistics_before_update=False,
+                        prime_observation_normalizer=True)
     on_normalised = make_agent(env, normalize_observations=False)
     for variable, value in zip(on_normalised._actor_net.variables, primed._actor_net.variables):
         variable.assign(value)
@@ -621,7 +626,7 @@ def test_vine_update_adds_every_rollout_set_before_its_step_with_the_option():
     env = tabular_factory(0)
     rng = np.random.default_rng(11)
     n, k = 12, 3
-    option = make_agent(env, normalize_observations=True, observation_statistics_before_update=True)
+    option = make_agent(env, normalize_observations=True)  # the default: every set before its step
     on_normalised = make_agent(env, normalize_observations=False)
     for variable, value in zip(on_normalised._actor_net.variables, option._actor_net.variables):
         variable.assign(value)

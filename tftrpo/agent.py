@@ -130,21 +130,22 @@ class TRPOAgent(tf_agent.TFAgent):
         agent (checkpointed, and applied inside `policy` and `collect_policy`, so
         an exported SavedModel takes raw observations).
       observation_clip_value: clip normalised observations to ±this value.
-      prime_observation_normalizer: the statistics are updated with each batch
-        after its update, so by default the first update (policy step and value
-        fit) sees raw observations. True updates them with a batch *before* its
-        update when there are none yet (and not again after it): the first update
-        sees normalised observations, as with VecNormalize, and later batches see
-        the same statistics as without it. The first batch was collected under the
-        identity statistics, so its π_θold is re-evaluated on the normalised inputs.
-      observation_statistics_before_update: add *every* batch to the statistics
-        before its update (so it implies `prime_observation_normalizer`). The
-        update then sees the statistics the next batch is collected with, as with
-        VecNormalize (which updates them at every step, to within one batch);
-        by default an update sees the statistics its batch was collected with,
-        one batch behind those its policy then collects with. Either way each
-        batch is counted once. With it, π_θold is re-evaluated on inputs
-        normalised with statistics one batch newer than those it collected with.
+      observation_statistics_before_update: when a batch joins the observation
+        statistics. True (default): *before* its update, so the update (policy step
+        and value fit) is taken with the statistics its policy then collects with,
+        and the trust region bounds the policy that acts; VecNormalize updates them
+        at every step, which is the same to within one batch. π_θold is then
+        re-evaluated on inputs normalised with statistics one batch newer than those
+        the batch was collected with. False: *after* its update, as TF-Agents' PPO
+        does: the update sees the statistics its batch was collected with, one batch
+        behind those its policy then collects with, and the first update sees raw
+        observations. On Hopper's first 100k steps True raises the area under the
+        learning curve by 0.40 SD (111 seeds paired; bench/README.md, stop 25).
+        Either way each batch is counted once.
+      prime_observation_normalizer: with `observation_statistics_before_update=False`,
+        add a batch *before* its update only while there are no statistics yet (and
+        not again after it): the first update sees normalised observations, later
+        ones the same statistics as without it. (Implied by the default.)
       normalize_rewards: divide rewards by the running standard deviation of the
         discounted return (VecNormalize's scheme; checkpointed with the agent).
       normalize_advantages: standardise Â over each batch.
@@ -192,7 +193,7 @@ class TRPOAgent(tf_agent.TFAgent):
         normalize_observations: bool = True,
         observation_clip_value: float = 10.0,
         prime_observation_normalizer: bool = False,
-        observation_statistics_before_update: bool = False,
+        observation_statistics_before_update: bool = True,
         normalize_rewards: bool = False,
         normalize_advantages: bool = True,
         entropy_regularization: float = 0.0,
@@ -405,7 +406,7 @@ class TRPOAgent(tf_agent.TFAgent):
             tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims)
 
     def _update_normalizer(self, observations, outer_dims, primed: Optional[tf.Tensor]) -> None:
-        """Adds this batch to the observation statistics after its update, unless it primed them."""
+        """Adds this batch to the observation statistics after its update, unless it was added before."""
         if self._observation_normalizer is None:
             return
         if primed is None:

@@ -42,12 +42,12 @@ class TRPOConfig:
     value_train_epochs: int = 20
     value_minibatch_size: int = 128
     normalize_observations: bool = True
-    # TRPOAgent's prime_observation_normalizer: the first update sees normalised observations
-    # (statistics from its own batch) instead of raw ones; later batches are unchanged.
-    prime_observation_normalizer: bool = False
-    # TRPOAgent's observation_statistics_before_update: every batch is added to the statistics
+    # TRPOAgent's observation_statistics_before_update: every batch joins the observation statistics
     # before its update (the update sees those the next batch is collected with, as VecNormalize's).
-    observation_statistics_before_update: bool = False
+    # On since stop 25 (Hopper 100k, 111 seeds paired: area under the curve +0.40 SD; bench/README.md).
+    observation_statistics_before_update: bool = True
+    # TRPOAgent's prime_observation_normalizer (only with the above off): the first batch only.
+    prime_observation_normalizer: bool = False
     normalize_rewards: bool = True
     normalize_advantages: bool = True
     entropy_regularization: float = 0.0
