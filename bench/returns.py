@@ -94,8 +94,9 @@ DIAGNOSTIC = {"tftrpo-statsafter", "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-st
 # The preset until stop 25 added each batch to the observation statistics after its update; the
 # variants run before then keep that order, so that they still run what their JSONs record.
 STATS_AFTER = ["--no-observation-statistics-before-update"]
-# The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's come from paper_trust_region).
-VARIANT_FLAGS = {"tftrpo": [], "tftrpo-statsafter": STATS_AFTER, "tftrpo-tfloop": STATS_AFTER + ["--no-numpy-policy"],
+# The flags of each tftrpo variant on top of the preset (tftrpo-paperkl's trust region is added from
+# paper_trust_region).
+VARIANT_FLAGS = {"tftrpo": [], "tftrpo-statsafter": STATS_AFTER, "tftrpo-paperkl": STATS_AFTER, "tftrpo-tfloop": STATS_AFTER + ["--no-numpy-policy"],
                  "tftrpo-tfainit": STATS_AFTER + ["--policy-output-gain", "0.1", "--value-output-gain", "0",
                                                   "--value-adam-epsilon", "1e-7"],
                  "tftrpo-cg100": STATS_AFTER + ["--cg-iters", "100"],
@@ -129,11 +130,10 @@ DIAGNOSTICS = ("kl", "surrogate_improvement", "line_search_backtracks", "step_re
 
 
 def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
+    extra = list(VARIANT_FLAGS[variant])
     if variant == "tftrpo-paperkl":
         max_kl, damping = paper_trust_region(env_id)
-        extra = STATS_AFTER + ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
-    else:
-        extra = VARIANT_FLAGS[variant]
+        extra += ["--max-kl", repr(max_kl), "--cg-damping", repr(damping)]
     source = git_info()  # the library this run trains with (taken before it starts)
     with tempfile.TemporaryDirectory() as tmp:
         # The run imports a copy of tftrpo/ taken now: edits to the working tree during a

@@ -198,6 +198,19 @@ def test_observation_normalizer_is_updated_and_used_by_policies():
     np.testing.assert_allclose(agent.policy.action(step).action.numpy(), np.clip(expected.numpy(), -1, 1), atol=1e-5)
 
 
+def copy_networks(agent, source):
+    """Gives `agent` the actor and value weights of `source`."""
+    for net, src in ((agent._actor_net, source._actor_net), (agent._value_net, source._value_net)):
+        for variable, value in zip(net.variables, src.variables):
+            variable.assign(value)
+
+
+def actor_gap(a, b) -> float:
+    """The largest absolute difference between two agents' actor weights."""
+    return max(np.abs(p.numpy() - q.numpy()).max()
+               for p, q in zip(a._actor_net.trainable_variables, b._actor_net.trainable_variables))
+
+
 def test_prime_observation_normalizer_takes_the_first_update_on_normalised_observations():
     """The primed first update equals a plain agent's update on observations normalised in NumPy
     with that batch's own statistics; the statistics count each batch once, as without priming."""
@@ -212,19 +225,15 @@ def test_prime_observation_normalizer_takes_the_first_update_on_normalised_obser
     flat = first.observation.numpy().reshape(-1, 11).astype(np.float64)
     by_numpy = np.clip((first.observation.numpy() - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-8), -10.0, 10.0)
     for agent in (primed, on_normalised):  # one initialisation for all three
-        for net, source in ((agent._actor_net, plain._actor_net), (agent._value_net, plain._value_net)):
-            for variable, value in zip(net.variables, source.variables):
-                variable.assign(value)
+        copy_networks(agent, plain)
 
     plain.train(first)
     primed.train(first)
     on_normalised.train(first._replace(observation=tf.constant(by_numpy.astype(np.float32))))
-    gap = lambda a, b: max(np.abs(p.numpy() - q.numpy()).max()
-                           for p, q in zip(a._actor_net.trainable_variables, b._actor_net.trainable_variables))
-    print("primed vs NumPy-normalised", gap(primed, on_normalised), "plain vs primed", gap(plain, primed))
+    print("primed vs NumPy-normalised", actor_gap(primed, on_normalised), "plain vs primed", actor_gap(plain, primed))
     # (float32 streaming statistics against float64 NumPy ones: equal to rounding through the CG solve)
-    assert gap(primed, on_normalised) < 2e-4
-    assert gap(plain, primed) > 1e-2  # without priming the first step was taken on raw observations
+    assert actor_gap(primed, on_normalised) < 2e-4
+    assert actor_gap(plain, primed) > 1e-2  # without priming the first step was taken on raw observations
 
     for agent in (plain, primed):  # the first batch counted once either way
         mean, variance = agent._observation_normalizer.mean_and_variance()
@@ -248,11 +257,7 @@ def test_observation_statistics_before_update_normalises_every_batch_with_itself
     batches = [batches[0]._replace(observation=batches[0].observation * 3.0 + 7.0),
                batches[1]._replace(observation=batches[1].observation * 2.0 - 4.0)]
     for agent in (first_option, on_normalised):  # one initialisation for all three
-        for net, source in ((agent._actor_net, primed._actor_net), (agent._value_net, primed._value_net)):
-            for variable, value in zip(net.variables, source.variables):
-                variable.assign(value)
-    gap = lambda a, b: max(np.abs(p.numpy() - q.numpy()).max()
-                           for p, q in zip(a._actor_net.trainable_variables, b._actor_net.trainable_variables))
+        copy_networks(agent, primed)
     seen = np.zeros((0, 11))
     for batch in batches:
         seen = np.concatenate([seen, batch.observation.numpy().reshape(-1, 11).astype(np.float64)])
@@ -260,15 +265,15 @@ def test_observation_statistics_before_update_normalises_every_batch_with_itself
         for agent in (primed, first_option):
             agent.train(batch)
         on_normalised.train(batch._replace(observation=tf.constant(by_numpy.astype(np.float32))))
-        print("option vs NumPy-normalised", gap(first_option, on_normalised), "primed vs option",
-              gap(primed, first_option))
+        print("option vs NumPy-normalised", actor_gap(first_option, on_normalised), "primed vs option",
+              actor_gap(primed, first_option))
         # (float32 streaming statistics against float64 NumPy ones: equal to rounding through the CG solve)
-        assert gap(first_option, on_normalised) < 3e-4
+        assert actor_gap(first_option, on_normalised) < 3e-4
         mean, variance = first_option._observation_normalizer.mean_and_variance()
         np.testing.assert_allclose(mean, seen.mean(0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(variance, seen.var(0), rtol=1e-3)
     # Priming alone normalised the second batch with the first batch's statistics only.
-    assert gap(primed, first_option) > 1e-2
+    assert actor_gap(primed, first_option) > 1e-2
 
 
 def test_recurrent_and_convolutional_networks_fit_the_design():

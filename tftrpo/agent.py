@@ -16,7 +16,7 @@ The whole update is one `tf.function`, traced once for all batch shapes, without
 AutoGraph: its loops (CG, line search, value epochs, scans) are explicit
 `tf.while_loop`s, so tracing does not convert TF-Agents' and TFP's code on the way.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import gin
 import tensorflow as tf
@@ -390,26 +390,27 @@ class TRPOAgent(tf_agent.TFAgent):
 
         return tf.cond(condition, add, lambda: tf.constant(False))
 
-    def _prime_normalizer(self, observations, outer_dims) -> Optional[tf.Tensor]:
+    def _prime_normalizer(self, observations, outer_dims) -> Union[bool, tf.Tensor]:
         """Adds this batch to the observation statistics before its update, where an option asks:
-        always (`observation_statistics_before_update`) or when they are still empty
-        (`prime_observation_normalizer`). Returns whether it did (None with neither option).
-        `tf.function`'s automatic control dependencies order the update before the reads that
-        `_normalize` then makes."""
+        always (`observation_statistics_before_update`: a plain update, returns True) or when they
+        are still empty (`prime_observation_normalizer`: returns the condition's tensor); False
+        otherwise. `tf.function`'s automatic control dependencies order the update before the
+        reads that `_normalize` then makes."""
         if self._observation_normalizer is None:
-            return None
+            return False
         if self._statistics_before_update:
-            return self._add_to_statistics_if(tf.constant(True), observations, outer_dims)
+            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+            return True
         if not self._prime_observation_normalizer:
-            return None
+            return False
         return self._add_to_statistics_if(
             tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims)
 
-    def _update_normalizer(self, observations, outer_dims, primed: Optional[tf.Tensor]) -> None:
+    def _update_normalizer(self, observations, outer_dims, primed: Union[bool, tf.Tensor]) -> None:
         """Adds this batch to the observation statistics after its update, unless it was added before."""
-        if self._observation_normalizer is None:
+        if self._observation_normalizer is None or primed is True:
             return
-        if primed is None:
+        if primed is False:
             self._observation_normalizer.update(observations, outer_dims=outer_dims)
         else:
             self._add_to_statistics_if(tf.logical_not(primed), observations, outer_dims)
