@@ -49,10 +49,11 @@ The variants:
 
 `tftrpo-tfloop`, `tftrpo-paperkl` and `tftrpo-tfainit` were run before the init fix.
 
-    python bench/returns.py --report --readme README.md       # also rewrite the README's tables
+    python bench/returns.py --report --readme README.md bench/README.md   # also rewrite the READMEs' tables
 
-`--report` prints five tables: per variant, the final greedy returns; the issue's target per task
-(over seeds 0-2 and over every seed both libraries have); the pooled test over the tasks (the mean
+`--report` prints six tables: per variant, the final greedy returns; the issue's target per task
+(over seeds 0-2 and over every seed both libraries have), for the two libraries and again with a
+column per variant; the pooled test over the tasks (the mean
 standardised difference, p from relabellings within each task); the chance that a fresh 3-seed
 comparison meets the target; and each run's exploration noise.
 """
@@ -236,7 +237,8 @@ def report():
         fig.tight_layout()
         fig.savefig(os.path.normpath(OUT) + ".png", dpi=100)
         plt.close(fig)
-    return {"returns-variants": markdown_table(runs), "returns-target": target_table(runs),
+    return {"returns-variants": markdown_table(runs), "returns-target": target_table(runs, ["tftrpo", "sb3"]),
+            "returns-target-variants": target_table(runs),
             "returns-pooled": pooled_table(runs), "returns-chance": chance_table(runs),
             "returns-noise": noise_table(runs)}
 
@@ -374,26 +376,26 @@ def common_seed_returns(runs, env_id):
     return seeds, [by_variant["tftrpo"][s] for s in seeds], [by_variant["sb3"][s] for s in seeds]
 
 
-def target_table(runs) -> str:
+def target_table(runs, variants=VARIANTS) -> str:
     """Issue 5's target per env: tftrpo's mean final greedy return ≥ sb3-contrib's over the issue's
     seeds 0-2, and, where both libraries have run more seeds, over all the seeds both have
-    finished (the other tftrpo variants where they have run them all). The last columns give
-    the difference of the two means and its permutation p-value: how often a difference at
-    least that large arises from splitting the same runs at random."""
-    lines = ["| env | seeds | " + " | ".join(LABELS[v] for v in VARIANTS)
+    finished (with a column for each of `variants`, filled where it has run them all). The last
+    columns give the difference of the two means and its permutation p-value: how often a
+    difference at least that large arises from splitting the same runs at random."""
+    lines = ["| env | seeds | " + " | ".join(LABELS[v] for v in variants)
              + " | tftrpo − sb3-contrib | p (permutation) | tftrpo ≥ sb3-contrib? |",
-             "|---|---|" + "---|" * len(VARIANTS) + "---|---|---|"]
+             "|---|---|" + "---|" * len(variants) + "---|---|---|"]
     for env_id in ENVS:
         by_variant = returns_by_seed(runs, env_id, VARIANTS)
         common = sorted(set(by_variant["tftrpo"]) & set(by_variant["sb3"]))
         issue = [s for s in common if s in ISSUE_SEEDS]
         for seeds in ([issue] if issue else []) + ([common] if len(common) > len(issue) else []):
             means = {v: np.mean([by_variant[v][s] for s in seeds]) if all(s in by_variant[v] for s in seeds)
-                     else None for v in VARIANTS}
+                     else None for v in set(variants) | {"tftrpo", "sb3"}}
             cell = {v: "–" if m is None else f"{m:.0f}" for v, m in means.items()}
             verdict = "yes" if means["tftrpo"] >= means["sb3"] else "no"
             p = permutation_p_value([by_variant["tftrpo"][s] for s in seeds], [by_variant["sb3"][s] for s in seeds])
-            lines.append(f"| {env_id} | {seed_ranges(seeds)} | " + " | ".join(cell[v] for v in VARIANTS)
+            lines.append(f"| {env_id} | {seed_ranges(seeds)} | " + " | ".join(cell[v] for v in variants)
                          + f" | {means['tftrpo'] - means['sb3']:+.0f} | {p:.2f} | {verdict} |")
     return "\n".join(lines)
 
@@ -505,7 +507,8 @@ def main():
     parser.add_argument("--sb3-python", default=os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python"))
     parser.add_argument("--report", action="store_true", help="only rebuild the table and plot")
     parser.add_argument("--out", default=OUT, help="where each run's JSON goes")
-    parser.add_argument("--readme", help="rewrite the tables between this file's <!-- returns-... --> markers")
+    parser.add_argument("--readme", nargs="+", default=[], metavar="FILE",
+                        help="rewrite the tables between these files' <!-- returns-... --> markers")
     args = parser.parse_args()
     OUT = args.out
     for variant in [] if args.report else sorted(set(args.variants) & set(HISTORICAL)):
@@ -517,8 +520,8 @@ def main():
                 future.result()
     tables = report()
     print("\n\n".join(tables.values()))
-    if args.readme:
-        update_readme(args.readme, tables)
+    for path in args.readme:
+        update_readme(path, tables)
 
 
 if __name__ == "__main__":

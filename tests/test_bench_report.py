@@ -62,6 +62,9 @@ def test_target_table_gives_the_difference_p_and_verdict_per_seed_set():
     assert every[1] == "0-3" and every[-3] == "-30" and every[-2] == f"{4 / 70:.2f}"
     flipped = [dict(r, variant="sb3" if r["variant"] == "tftrpo" else "tftrpo") for r in runs]
     assert returns.target_table(flipped).splitlines()[2].endswith("| +30 | 0.10 | yes |")
+    # The README's narrow form: only the two libraries' columns, the same verdict columns.
+    narrow = returns.target_table(runs, ["tftrpo", "sb3"]).splitlines()
+    assert narrow[0].count(" | ") == 6 and narrow[2].split(" | ")[2:] == ["20", "50", "-30", f"{2 / 20:.2f}", "no |"]
 
 
 def test_update_readme_replaces_only_between_the_markers(tmp_path):
