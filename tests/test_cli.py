@@ -103,10 +103,13 @@ def test_same_seed_same_run_in_a_fresh_process(tmp_path):
             "--export-dir", str(tmp_path / "export" / name), *flags, cwd=tmp_path)
         meta = json.loads((tmp_path / "export" / name / "tftrpo_run.json").read_text())
         assert meta["numpy_policy_collection"] is ("--no-numpy-policy" not in flags)
+        # TensorFlow's thread pools as it reports them: the flag's count, or 0 (its default).
+        threads = int(flags[flags.index("--threads") + 1]) if "--threads" in flags else 0
+        assert meta["tf_threads"] == {"intra_op": threads, "inter_op": threads}
         columns = ("env_steps", "train_return", "eval_return", "kl", "surrogate_improvement", "entropy", "value_loss")
         return [[row[c] for c in columns] for row in progress(tmp_path / name)]
 
-    first, again, other = run("a", 3), run("b", 3), run("c", 4)
+    first, again, other = run("a", 3), run("b", 3), run("c", 4, "--threads", "1")
     assert len(first) >= 3
     # The run ends as near its --steps budget as whole iterations of 2 × 128 slots allow.
     assert abs(int(first[-1][0]) - 1024) <= 128 and all(abs(int(r[-1][0]) - 1024) <= 128 for r in (again, other))
@@ -145,6 +148,8 @@ def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     assert not (tmp_path / "runs").exists()  # a rejected run leaves no directory behind
     never = cli("train", "--checkpoint-interval", "0", "--env", "CartPole-v1", cwd=tmp_path, check=False)
     assert never.returncode == 2 and "--checkpoint-interval must be >= 1" in never.stderr
+    threads = cli("train", "--threads", "0", "--env", "CartPole-v1", cwd=tmp_path, check=False)
+    assert threads.returncode == 2 and "--threads must be >= 1, got 0" in threads.stderr
     for flag, value, message in (("--policy-output-gain", "0", "must be > 0"), ("--value-adam-epsilon", "-1e-5", "must be > 0"),
                                  ("--value-output-gain", "-1", "must be >= 0")):
         bad_init = cli("train", flag, value, "--env", "CartPole-v1", cwd=tmp_path, check=False)

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampling scheme of the paper (Section 5; default single_path)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow's intra- and inter-op threads (default: TensorFlow's, one per core); "
+                             "float sums depend on it, so a seed repeats a run exactly only with the same "
+                             "count. The benchmarks run with --threads 1")
     group = parser.add_argument_group("hyperparameters (defaults: the env family's preset)")
     for field in dataclasses.fields(presets.TRPOConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -173,8 +177,14 @@ def make_agent(config: presets.TRPOConfig, tf_env, train_step, **agent_overrides
 def run(args) -> dict:
     env_id, seed, sampling, config, run_dir, export_dir = _resolve_run(args)
     _check_positive(config)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
 
     import tensorflow as tf
+
+    if args.threads is not None:  # before any op runs: TensorFlow fixes its pools then
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from tf_agents.drivers import dynamic_episode_driver
     from tf_agents.environments import tf_py_environment
     from tf_agents.metrics import tf_metrics
@@ -302,6 +312,9 @@ def run(args) -> dict:
         shutil.rmtree(export_dir)  # only ever our own export of this run (checked at start)
     policy_saver.PolicySaver(agent.policy, batch_size=None, train_step=train_step).save(export_dir)
     summary = {"env": env_id, "seed": seed, "sampling": sampling, "env_steps": int(env_steps.numpy()), "iterations": int(train_step.numpy()),
+               # as TensorFlow reports them (0: its default, one thread per core)
+               "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                              "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
                "numpy_policy_collection": sampling != "vine" and collector.uses_numpy_policy,
                "final_eval_return": final_eval, "eval_episodes": config.eval_episodes,
                "wall_time_s": round(time.time() - start, 1), "run_dir": run_dir, "export_dir": export_dir}
