@@ -103,9 +103,6 @@ VARIANT_FLAGS = {"tftrpo": [], "tftrpo-statsafter": STATS_AFTER, "tftrpo-paperkl
                  "tftrpo-cg100": STATS_AFTER + ["--cg-iters", "100"],
                  "tftrpo-primeobs": STATS_AFTER + ["--prime-observation-normalizer"],
                  "tftrpo-statsfirst": ["--observation-statistics-before-update"]}
-TF_LAUNCH = ("import sys, tensorflow as tf; tf.config.threading.set_intra_op_parallelism_threads(1); "
-             "tf.config.threading.set_inter_op_parallelism_threads(1); from tftrpo.train import main; "
-             "sys.exit(main(sys.argv[1:]))")
 TF_EVAL = ("import sys, json, numpy as np; from tftrpo.play import load_policy, run_episodes; "
            "from tftrpo.envs import load; r = run_episodes(load_policy(sys.argv[1]), load(sys.argv[2], seed=int(sys.argv[3])), 20); "
            "print(json.dumps(r))")
@@ -141,7 +138,7 @@ def run_tftrpo(env_id, seed, steps, python, variant="tftrpo"):
         # run (lanes run for hours) cannot reach it, so `source` describes what it trained with.
         env = {**os.environ, "PYTHONPATH": snapshot_tftrpo(dest=os.path.join(tmp, "library")),
                "TF_CPP_MIN_LOG_LEVEL": "2"}
-        cmd = [python, "-c", TF_LAUNCH, "--env", env_id, "--seed", str(seed), "--steps", str(steps),
+        cmd = [python, "-m", "tftrpo.train", "--threads", "1", "--env", env_id, "--seed", str(seed), "--steps", str(steps),
                "--run-dir", os.path.join(tmp, "run"), "--export-dir", os.path.join(tmp, "export"), "--no-progress", *extra]
         subprocess.run(cmd, cwd=tmp, env=env, check=True, capture_output=True, text=True)
         evaluation = subprocess.run([python, "-c", TF_EVAL, os.path.join(tmp, "export"), env_id, str(seed + 10_000)],

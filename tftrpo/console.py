@@ -8,20 +8,13 @@ import warnings
 # Notices TensorFlow prints while saving or loading a PolicySaver SavedModel. They describe
 # TensorFlow's own handling of TF-Agents' signature names and spec types, not a problem with
 # the run, so the command lines drop exactly these (library users still see them).
-_SAVED_MODEL_ABSL_NOTICES = ("is not a valid tf.function parameter name. Sanitizing to",)
-_SAVED_MODEL_WARNINGS = (r"Encoding a StructuredValue with type",)
+_SANITIZING_NOTICE = "is not a valid tf.function parameter name. Sanitizing to"
+_SPEC_TYPE_WARNING = r"Encoding a StructuredValue with type"
 
 
-class _DropMessages(logging.Filter):
-    """A logging filter that drops records whose message contains one of `fragments`."""
-
-    def __init__(self, fragments):
-        super().__init__()
-        self.fragments = tuple(fragments)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(fragment in message for fragment in self.fragments)
+def _drop_sanitizing_notice(record: logging.LogRecord) -> bool:
+    """absl logger filter (`Filterer.addFilter` adds a callable once): False drops the record."""
+    return _SANITIZING_NOTICE not in record.getMessage()
 
 
 def quiet_startup() -> None:
@@ -43,8 +36,5 @@ def quiet_startup() -> None:
             pass
     from absl import logging as absl_logging
 
-    absl_logger = absl_logging.get_absl_logger()
-    if not any(isinstance(f, _DropMessages) for f in absl_logger.filters):
-        absl_logger.addFilter(_DropMessages(_SAVED_MODEL_ABSL_NOTICES))
-    for message in _SAVED_MODEL_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    absl_logging.get_absl_logger().addFilter(_drop_sanitizing_notice)
+    warnings.filterwarnings("ignore", message=_SPEC_TYPE_WARNING, category=UserWarning)
