@@ -17,7 +17,9 @@ import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCH_DIR)
-RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+# Where results go: bench/results, or TFTRPO_BENCH_RESULTS (the `pytest -m bench` smoke tests write
+# there into a temporary directory, so they never touch the committed results).
+RESULTS_DIR = os.environ.get("TFTRPO_BENCH_RESULTS") or os.path.join(BENCH_DIR, "results")
 DEFAULT_TF_PYTHON = os.environ.get("TFTRPO_BENCH_TF_PYTHON", "/work/venv/bin/python")
 DEFAULT_SB3_PYTHON = os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python")
 

@@ -2,7 +2,8 @@
 
 Each runs a benchmark script's quick mode against sb3-contrib in its own venv
 (`bash bench/setup_sb3_env.sh`) and checks that it produced side-by-side ratios.
-Quick modes write `*_quick.json` / `.png`, never the full results the README quotes.
+Quick modes write `*_quick.json` / `.png`; these tests send them to a temporary directory
+(`TFTRPO_BENCH_RESULTS`), so they never overwrite the committed results in bench/results.
 """
 import json
 import math
@@ -13,7 +14,6 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
 SB3_PYTHON = os.environ.get("TFTRPO_BENCH_SB3_PYTHON", "/tmp/tftrpo-bench-sb3/bin/python")
 
 pytestmark = [
@@ -23,39 +23,45 @@ pytestmark = [
 ]
 
 
-def _run(*args, timeout=1200):
+@pytest.fixture
+def results(tmp_path):
+    return str(tmp_path)
+
+
+def _run(*args, results, timeout=1200):
     subprocess.run([sys.executable, *args], cwd=REPO, check=True, timeout=timeout,
-                   env={**os.environ, "TFTRPO_BENCH_SB3_PYTHON": SB3_PYTHON})
+                   env={**os.environ, "TFTRPO_BENCH_SB3_PYTHON": SB3_PYTHON, "TFTRPO_BENCH_RESULTS": results})
 
 
 def _positive(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_update_speed_quick():
-    _run("bench/update_speed.py", "--quick")
-    with open(os.path.join(RESULTS, "update_speed_quick.json")) as f:
+def test_update_speed_quick(results):
+    _run("bench/update_speed.py", "--quick", results=results)
+    with open(os.path.join(results, "update_speed_quick.json")) as f:
         summary = json.load(f)["summary"]
     for part in ("full", "policy"):
         assert _positive(summary[part]["ratio_tftrpo_over_sb3_of_medians"]), summary[part]
-    assert os.path.exists(os.path.join(RESULTS, "update_speed_quick.png"))
+    assert os.path.exists(os.path.join(results, "update_speed_quick.png"))
 
 
-def test_throughput_quick():
-    _run("bench/throughput.py", "--quick")
-    with open(os.path.join(RESULTS, "throughput_quick.json")) as f:
+def test_throughput_quick(results):
+    _run("bench/throughput.py", "--quick", results=results)
+    with open(os.path.join(results, "throughput_quick.json")) as f:
         result = json.load(f)
     ratios = result["ratios"]
     assert _positive(ratios["tftrpo_over_sb3_steady_of_medians"])
     assert _positive(ratios["tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians"])
     assert _positive(ratios["peak_rss_tftrpo_over_sb3_of_medians"])
-    assert os.path.exists(os.path.join(RESULTS, "throughput_quick.png"))
+    assert os.path.exists(os.path.join(results, "throughput_quick.png"))
 
 
 def test_returns_short(tmp_path):
     """All five variants train 20k steps on Hopper-v5 and are evaluated over 20 greedy episodes."""
     out = tmp_path / "returns"
-    _run("bench/returns.py", "--envs", "Hopper-v5", "--seeds", "0", "--steps", "20000", "--out", str(out))
+    _run("bench/returns.py", "--envs", "Hopper-v5", "--seeds", "0", "--steps", "20000", "--out", str(out),
+         results=str(tmp_path))
     with open(tmp_path / "returns.json") as f:
         results = json.load(f)
     summary = results["summary"]["Hopper-v5"]

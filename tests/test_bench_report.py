@@ -254,3 +254,16 @@ def test_compare_runs_pools_tasks_with_the_returns_test(tmp_path):
     # Hopper: +2 over s = std(1..5) = 1.58; Swimmer: 0.
     assert result["final_eval_mean"]["per_task"]["Hopper-v5"] == 2 / np.std([3, 4, 5, 1, 2, 3], ddof=1)
     assert result["final_eval_mean"]["per_task"]["Swimmer-v5"] == 0.0
+
+
+def test_results_dir_follows_tftrpo_bench_results(tmp_path):
+    """The benchmarks write under TFTRPO_BENCH_RESULTS when it is set (the `pytest -m bench`
+    smoke tests use a temporary one), else under bench/results."""
+    show = "import common; print(common.RESULTS_DIR); print(common.result_paths('x')[0])"
+    env = {k: v for k, v in os.environ.items() if k != "TFTRPO_BENCH_RESULTS"}
+    default = subprocess.run([sys.executable, "-c", show], cwd=BENCH, env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert default == [os.path.join(BENCH, "results"), os.path.join(BENCH, "results", "x.json")]
+    moved = subprocess.run([sys.executable, "-c", show], cwd=BENCH, check=True, capture_output=True,
+                           text=True, env={**env, "TFTRPO_BENCH_RESULTS": str(tmp_path)}).stdout.split()
+    assert moved == [str(tmp_path), str(tmp_path / "x.json")]
