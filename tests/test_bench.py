@@ -23,45 +23,41 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def results(tmp_path):
-    return str(tmp_path)
-
-
-def _run(*args, results, timeout=1200):
+def _run(results_dir, *args, timeout=1200):
+    """Run a benchmark script with its results (and logs) under `results_dir`."""
     subprocess.run([sys.executable, *args], cwd=REPO, check=True, timeout=timeout,
-                   env={**os.environ, "TFTRPO_BENCH_SB3_PYTHON": SB3_PYTHON, "TFTRPO_BENCH_RESULTS": results})
+                   env={**os.environ, "TFTRPO_BENCH_SB3_PYTHON": SB3_PYTHON,
+                        "TFTRPO_BENCH_RESULTS": str(results_dir)})
 
 
 def _positive(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_update_speed_quick(results):
-    _run("bench/update_speed.py", "--quick", results=results)
-    with open(os.path.join(results, "update_speed_quick.json")) as f:
+def test_update_speed_quick(tmp_path):
+    _run(tmp_path, "bench/update_speed.py", "--quick")
+    with open(tmp_path / "update_speed_quick.json") as f:
         summary = json.load(f)["summary"]
     for part in ("full", "policy"):
         assert _positive(summary[part]["ratio_tftrpo_over_sb3_of_medians"]), summary[part]
-    assert os.path.exists(os.path.join(results, "update_speed_quick.png"))
+    assert (tmp_path / "update_speed_quick.png").exists()
 
 
-def test_throughput_quick(results):
-    _run("bench/throughput.py", "--quick", results=results)
-    with open(os.path.join(results, "throughput_quick.json")) as f:
+def test_throughput_quick(tmp_path):
+    _run(tmp_path, "bench/throughput.py", "--quick")
+    with open(tmp_path / "throughput_quick.json") as f:
         result = json.load(f)
     ratios = result["ratios"]
     assert _positive(ratios["tftrpo_over_sb3_steady_of_medians"])
     assert _positive(ratios["tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians"])
     assert _positive(ratios["peak_rss_tftrpo_over_sb3_of_medians"])
-    assert os.path.exists(os.path.join(results, "throughput_quick.png"))
+    assert (tmp_path / "throughput_quick.png").exists()
 
 
 def test_returns_short(tmp_path):
     """All five variants train 20k steps on Hopper-v5 and are evaluated over 20 greedy episodes."""
     out = tmp_path / "returns"
-    _run("bench/returns.py", "--envs", "Hopper-v5", "--seeds", "0", "--steps", "20000", "--out", str(out),
-         results=str(tmp_path))
+    _run(tmp_path, "bench/returns.py", "--envs", "Hopper-v5", "--seeds", "0", "--steps", "20000", "--out", str(out))
     with open(tmp_path / "returns.json") as f:
         results = json.load(f)
     summary = results["summary"]["Hopper-v5"]
