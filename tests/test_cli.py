@@ -170,8 +170,15 @@ def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     assert existing.returncode == 2 and "already exists" in existing.stderr
     assert (run_dir / "config.json").read_text() == "{}"
 
-    with_flags = cli("train", "--run-dir", str(run_dir), "--resume", "--max-kl", "0.5", cwd=tmp_path, check=False)
-    assert with_flags.returncode == 2 and "only --steps" in with_flags.stderr
+    with_flags = cli("train", "--run-dir", str(run_dir), "--resume", "--max-kl", "0.5", "--seed", "3", "--sampling",
+                     "vine", "--export-dir", str(tmp_path / "elsewhere"), "--steps", "512", cwd=tmp_path, check=False)
+    assert with_flags.returncode == 2 and "only --steps may be given" in with_flags.stderr
+    assert with_flags.stderr.strip().endswith("(got --seed, --sampling, --export-dir, --max-kl)"), with_flags.stderr
+
+    activation = cli("train", "--activation", "bogus", "--env", "CartPole-v1", cwd=tmp_path, check=False)
+    assert activation.returncode == 2, activation.stderr[-2000:]
+    assert "tftrpo-train: error: --activation: 'bogus' is not a Keras activation" in activation.stderr
+    assert "Traceback" not in activation.stderr and not (tmp_path / "runs" / "CartPole-v1-seed0").exists()
 
 
 def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path):

@@ -116,10 +116,12 @@ def _resolve_run(args):
             raise UsageError(f"nothing to resume: {config_path} does not exist")
         with open(config_path) as f:
             saved = json.load(f)
-        extra = {k: v for k, v in _overrides(args).items() if k != "steps"}
-        if args.env or args.seed is not None or args.sampling or extra:
-            raise UsageError("--resume continues the run as configured in its config.json; only --steps "
-                             f"may be given with it (got {sorted(extra) + (['env'] if args.env else [])})")
+        given = [flag for flag, value in (("--env", args.env), ("--seed", args.seed), ("--sampling", args.sampling),
+                                          ("--export-dir", args.export_dir)) if value is not None]
+        given += ["--" + name.replace("_", "-") for name in sorted(_overrides(args)) if name != "steps"]
+        if given:
+            raise UsageError("--resume continues the run as configured in its config.json; of its settings only "
+                             f"--steps may be given with it (got {', '.join(given)})")
         config_fields = dict(saved["config"])
         config_fields["hidden_layers"] = tuple(config_fields["hidden_layers"])
         if config_fields.get("conv_layers"):
@@ -163,7 +165,10 @@ def make_agent(config: presets.TRPOConfig, tf_env, train_step, **agent_overrides
 
     from tftrpo import TRPOAgent, networks
 
-    activation = getattr(tf.keras.activations, config.activation)
+    try:
+        activation = tf.keras.activations.get(config.activation)
+    except ValueError:
+        raise ValueError(f"--activation: {config.activation!r} is not a Keras activation (e.g. tanh, relu, elu)")
     obs_spec, action_spec = tf_env.observation_spec(), tf_env.action_spec()
     actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
                                        activation_fn=activation, output_gain=config.policy_output_gain)
