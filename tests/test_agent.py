@@ -128,6 +128,18 @@ def test_minibatch_orders_visit_each_weighted_sample_once_per_epoch():
     assert len({tuple(row[:5]) for row in orders}) > 1  # fresh orders per epoch
 
 
+def test_seeded_minibatch_orders_depend_only_on_the_seed():
+    weights = tf.constant([1.0, 0.0, 0.5, 1.0, 0.0, 2.0, 1.0, 0.0])
+    first = minibatch_orders(weights, 4, 3, seed=tf.constant([7, 2], tf.int64)).numpy()
+    tf.random.uniform([5])  # TF's stateful RNG moves on; the seeded orders do not depend on it
+    again = minibatch_orders(weights, 4, 3, seed=tf.constant([7, 2], tf.int64)).numpy()
+    other = minibatch_orders(weights, 4, 3, seed=tf.constant([7, 3], tf.int64)).numpy()  # the next train step
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    for row in other:
+        assert set(row[:5]) == {0, 2, 3, 5, 6} and list(row[8:]) == [7, 7, 7]
+
+
 @pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
 def test_value_regression_equals_plain_minibatch_adam(jit_compile):
     # The agent's compiled regression on a flat batch with zero-weight (masked) and

@@ -267,3 +267,50 @@ def test_registering_a_wrapper_makes_it_restorable():
         assert _same(first, _rollout(env, actions))
     finally:
         env_state._WRAPPER_STATE.pop(_CountingWrapper)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('warmup', [9, 13], ids=['at-episode-end', 'mid-episode'])
+@pytest.mark.parametrize('env_id', ['Hopper-v5', 'CartPole-v1'])
+def test_a_pickled_environment_snapshot_continues_a_fresh_batched_tf_env(env_id, warmup):
+    """`snapshot_environment` of a TFPyEnvironment over `load_batched` envs, pickled, restored
+    into one made afresh with another seed: the same actions give the same time steps, bit for
+    bit, across episode ends and auto-resets (what a training run's checkpoint relies on)."""
+    import pickle
+
+    from tf_agents.environments import tf_py_environment
+
+    from tftrpo.envs import load_batched
+
+    def make(seed):
+        return tf_py_environment.TFPyEnvironment(load_batched(env_id, 2, seed=seed, max_episode_steps=9))
+
+    rng = np.random.default_rng(0)
+    env = make(1)
+    spec = env.action_spec()
+
+    def actions(n):
+        if spec.dtype.is_integer:
+            return [rng.integers(spec.minimum, spec.maximum + 1, size=(2,)).astype(spec.dtype.as_numpy_dtype)
+                    for _ in range(n)]
+        return [rng.uniform(spec.minimum, spec.maximum, (2,) + spec.shape).astype(np.float32) for _ in range(n)]
+
+    def steps(tf_env, acts):
+        return [[np.array(x) for x in tf_env.step(a)] for a in acts]
+
+    env.reset()
+    warm = steps(env, actions(warmup))  # 9: the time limit's LAST step; 13: mid-episode after an auto-reset
+    assert (warm[-1][0] == LAST).all() if warmup == 9 else not (warm[-1][0] == LAST).any()
+    blob = pickle.dumps(env_state.snapshot_environment(env))
+    at_snapshot = [np.array(x) for x in env.current_time_step()]
+    replay = actions(25)
+    expected = steps(env, replay)
+    fresh = make(7)
+    fresh.reset()
+    env_state.restore_environment(fresh, pickle.loads(blob))
+    for x, y in zip(at_snapshot, fresh.current_time_step()):
+        np.testing.assert_array_equal(x, np.array(y))
+    got = steps(fresh, replay)
+    assert sum(int(np.sum(s[0] == LAST)) for s in expected) >= 2  # episodes end inside the replay
+    for a, b in zip(expected, got):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)

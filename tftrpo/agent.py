@@ -78,16 +78,19 @@ def _repeat(times, fn):
     tf.while_loop(lambda i: i < times, once, (tf.constant(0),))
 
 
-def minibatch_orders(weights, epochs: int, size: int):
+def minibatch_orders(weights, epochs: int, size: int, seed=None):
     """[epochs, N + size] sample orders for minibatch epochs over the N samples of `weights`.
 
     Row e lists the samples with weight > 0 in a fresh random order, then the others,
     then `size` copies of N − 1 (a zero-weight padding sample), so that every slice
     [k·size, (k+1)·size) with k·size < #valid exists: minibatches of static size whose
-    zero-weight entries do not count in a weighted-mean loss.
+    zero-weight entries do not count in a weighted-mean loss. `seed`: a [2] integer
+    tensor for stateless draws (the same seed, the same orders); None: TF's stateful RNG.
     """
     num = tf.shape(weights)[0]
-    keys = tf.random.uniform([epochs, num]) + tf.cast(weights <= 0, tf.float32)
+    shape = tf.stack([epochs, num])
+    uniform = tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed)
+    keys = uniform + tf.cast(weights <= 0, tf.float32)
     return tf.concat([tf.argsort(keys, axis=1, stable=True), tf.fill([epochs, size], num - 1)], axis=1)
 
 
@@ -237,6 +240,13 @@ class TRPOAgent(tf_agent.TFAgent):
         self._value_minibatch_size = int(value_minibatch_size)
         self._normalize_advantages = bool(normalize_advantages)
         self._entropy_regularization = float(entropy_regularization)
+
+        # The value regression's minibatch orders are stateless draws keyed by this seed and the
+        # train step: a run restored from a checkpoint shuffles as the uninterrupted one would
+        # (a stateful RNG op restarts its sequence in a new process). Drawn from TF's global
+        # generator, so `tf.keras.utils.set_random_seed` fixes it.
+        self._minibatch_seed = tf.Variable(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64),
+                                           trainable=False, name="minibatch_seed")
 
         self._observation_normalizer = None
         if normalize_observations:
@@ -678,7 +688,8 @@ class TRPOAgent(tf_agent.TFAgent):
         flat_returns, flat_weights = flat(returns), flat(mask)
         num = tf.shape(flat_weights)[0] - 1
         if self._value_epochs:
-            orders = minibatch_orders(flat_weights, self._value_epochs, self._value_minibatch_size)
+            seed = tf.stack([self._minibatch_seed, tf.cast(self.train_step_counter, tf.int64)])
+            orders = minibatch_orders(flat_weights, self._value_epochs, self._value_minibatch_size, seed)
             num_valid = tf.reduce_sum(tf.cast(flat_weights > 0, tf.int32))
             self._value_regression(flat_obs, flat_returns, flat_weights, orders, num_valid)
         return self._value_minibatch_loss(flat_obs, flat_returns, flat_weights, tf.range(num))

@@ -7,8 +7,8 @@
 
 A run directory holds config.json, TensorBoard logs (tensorboard/), checkpoints
 (checkpoints/, written by TF-Agents' Checkpointer every --checkpoint-interval iterations
-and at the end), progress.csv and
-learning_curve.png. At the end the greedy policy is exported with PolicySaver to
+and at the end, each with a run-state-N.pkl of the envs' and sampler's state, so that
+--resume continues bit for bit), progress.csv and learning_curve.png. At the end the greedy policy is exported with PolicySaver to
 savedmodels/<run>/ (observation normalisation included).
 """
 import argparse
@@ -185,6 +185,7 @@ def run(args) -> dict:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
 
+    import numpy as np
     import tensorflow as tf
 
     if args.threads is not None:  # before any op runs: TensorFlow fixes its pools then
@@ -207,7 +208,8 @@ def run(args) -> dict:
 
     try:
         env = tf_py_environment.TFPyEnvironment(load_batched(env_id, num_envs=config.num_envs, seed=seed))
-        eval_env = tf_py_environment.TFPyEnvironment(load(env_id, seed=seed + 10_000))
+        eval_py_env = load(env_id)
+        eval_env = tf_py_environment.TFPyEnvironment(eval_py_env)
     except (TypeError, ImportError) as e:  # unsupported spaces, missing optional dependencies
         raise UsageError(f"cannot use {env_id}: {e}")
     action_spec = env.action_spec()
@@ -251,9 +253,13 @@ def run(args) -> dict:
     evaluate_fn = common.function(dynamic_episode_driver.DynamicEpisodeDriver(
         eval_env, agent.policy, observers=[eval_return], num_episodes=config.eval_episodes).run)
 
-    def evaluate():
+    def evaluate(iteration, final=False):
+        """Mean greedy return over fresh episodes whose env seed depends only on the run's seed
+        and `iteration` (the final evaluation has its own): the same at this iteration in a run
+        resumed from a checkpoint as in the uninterrupted run, whatever was evaluated before."""
+        eval_py_env.seed(int(np.random.SeedSequence((seed, iteration), spawn_key=(2 if final else 1,)).generate_state(1)[0]))
         eval_return.reset()
-        evaluate_fn()
+        evaluate_fn(eval_env.reset())
         return float(eval_return.result())
 
     # The run directory is made only once the config has built an agent and a collector, so a
@@ -265,6 +271,21 @@ def run(args) -> dict:
                        "config": dataclasses.asdict(config)}, f, indent=2)
     checkpointer = _checkpointer(run_dir, args.resume, agent=agent, train_step=train_step,
                                  env_steps=env_steps, branch_steps=branch_steps)
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if args.resume:
+        state = _load_run_state(ckpt_dir, int(train_step.numpy()))
+        if state is None:
+            print("tftrpo-train: this checkpoint has no saved env and sampler state (a run from an older "
+                  "tftrpo): the run continues, with its episodes restarted", file=sys.stderr, flush=True)
+        else:
+            collector.set_state(state["collector"])
+
+    def save_checkpoint():
+        """The run's state after this iteration: the envs, the sampler's RNG and episodes (a
+        pickle, first) and the agent and counters (TF-Agents' Checkpointer, after)."""
+        _save_run_state(ckpt_dir, int(train_step.numpy()), {"collector": collector.get_state()})
+        checkpointer.save(train_step)
+        _prune_run_states(ckpt_dir)
     progress_csv = os.path.join(run_dir, "progress.csv")
     _truncate_progress(progress_csv, int(train_step.numpy()))
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
@@ -286,7 +307,7 @@ def run(args) -> dict:
             eval_value = None
             final = not another_iteration(step, config.steps, batch_steps)
             if iteration % config.eval_interval == 0 or final:
-                eval_value = last_eval = evaluate()
+                eval_value = last_eval = evaluate(iteration)
                 tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=step)
             recent_return, recent_length = collector.recent_episodes()
             tf.summary.scalar("Metrics/AverageReturn", recent_return, step=step)
@@ -306,13 +327,13 @@ def run(args) -> dict:
                        steps_per_second=round(steps_per_second, 1), wall_time=round(time.time() - start, 2))
             _append_progress(progress_csv, row)
             if iteration % config.checkpoint_interval == 0 or final:
-                checkpointer.save(train_step)
+                save_checkpoint()
             _report(bar, row, last_eval)
     if bar is not None:
         bar.close()
     writer.flush()
 
-    final_eval = evaluate()
+    final_eval = evaluate(int(train_step.numpy()), final=True)
     if os.path.exists(export_dir):
         shutil.rmtree(export_dir)  # only ever our own export of this run (checked at start)
     policy_saver.PolicySaver(agent.policy, batch_size=None, train_step=train_step).save(export_dir)
@@ -368,6 +389,47 @@ def _checkpointer(run_dir, resume, **objects):
         raise UsageError(f"cannot restore the checkpoint in {ckpt_dir}: it is unreadable or does not match "
                          f"this run's configuration ({type(e).__name__}: {str(e).splitlines()[0]})")
     return checkpointer
+
+
+def _run_state_path(ckpt_dir, iteration):
+    return os.path.join(ckpt_dir, f"run-state-{iteration}.pkl")
+
+
+def _save_run_state(ckpt_dir, iteration, state):
+    """Pickles `state` beside checkpoint `iteration`, atomically (a temporary file, renamed)."""
+    import pickle
+
+    os.makedirs(ckpt_dir, exist_ok=True)
+    path = _run_state_path(ckpt_dir, iteration)
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(path + ".tmp", path)
+
+
+def _load_run_state(ckpt_dir, iteration):
+    """The state `_save_run_state` wrote with checkpoint `iteration`, or None if there is none."""
+    import pickle
+
+    path = _run_state_path(ckpt_dir, iteration)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception as e:  # pylint: disable=broad-except
+        raise UsageError(f"cannot read {path}, the env and sampler state of the checkpoint being resumed "
+                         f"({type(e).__name__}: {e})")
+
+
+def _prune_run_states(ckpt_dir):
+    """Removes the run states of checkpoints the Checkpointer no longer keeps."""
+    import tensorflow as tf
+
+    kept = {int(p.rsplit("-", 1)[1]) for p in tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths}
+    for name in os.listdir(ckpt_dir):
+        match = re.fullmatch(r"run-state-(\d+)\.pkl", name)
+        if match and int(match.group(1)) not in kept:
+            os.remove(os.path.join(ckpt_dir, name))
 
 
 def _truncate_progress(path, iteration):

@@ -1,4 +1,4 @@
-"""Simulator state snapshot / restore for the vine sampling scheme.
+"""Simulator state snapshot / restore: vine sampling's branches, and training runs' checkpoints.
 
 Vine sampling (Schulman et al. 2015, Section 5.2) restores the simulator to
 states visited on trunk trajectories and rolls out several branches from each.
@@ -72,6 +72,8 @@ __all__ = [
     'snapshot',
     'restore',
     'set_rng',
+    'snapshot_environment',
+    'restore_environment',
     'register_wrapper',
     'STATELESS_WRAPPERS',
 ]
@@ -450,3 +452,52 @@ def set_rng(env, seed: int) -> None:
         )  # pylint: disable=protected-access
     if adapter is not None:
         adapter._seed = None  # pylint: disable=protected-access
+
+
+# ---------------------------------------------------------------------------
+# Whole TF-Agents environments (checkpoints of a training run).
+
+
+def _layers(env):
+    """(TFPyEnvironment or None, PyEnvironment, its GymnasiumEnvironments) of `env`."""
+    from tf_agents.environments import batched_py_environment, tf_py_environment  # pylint: disable=g-import-not-at-top
+
+    tf_env = env if isinstance(env, tf_py_environment.TFPyEnvironment) else None
+    py_env = env.pyenv if tf_env is not None else env
+    members = list(py_env.envs) if isinstance(py_env, batched_py_environment.BatchedPyEnvironment) else [py_env]
+    if not all(isinstance(e, GymnasiumEnvironment) for e in members):
+        raise TypeError(f'snapshot_environment needs tftrpo GymnasiumEnvironments (tftrpo.envs.load / load_batched), '
+                        f'got {[type(e).__name__ for e in members]}')
+    return tf_env, py_env, members
+
+
+def snapshot_environment(env) -> Dict[str, Any]:
+    """`snapshot` of every env in a `GymnasiumEnvironment`, a batch of them (`load_batched`)
+    or a `TFPyEnvironment` around either, with the batching layers' current time steps.
+
+    What `restore_environment` needs to continue `env` exactly; picklable (a training
+    run's checkpoint stores it). Raises `UnsupportedEnvError` as `check_supported` does.
+    """
+    tf_env, py_env, members = _layers(env)
+    layers = {'py_time_step': copy.deepcopy(py_env._current_time_step)}  # pylint: disable=protected-access
+    if py_env is not members[0]:
+        layers['last'] = copy.deepcopy(getattr(py_env, '_last', None))  # BatchedGymnasiumEnvironment's auto-reset flags
+    if tf_env is not None:
+        layers['tf_time_step'] = copy.deepcopy(tf_env._time_step)  # pylint: disable=protected-access
+    return {'envs': [snapshot(e) for e in members], 'layers': layers}
+
+
+def restore_environment(env, state: Dict[str, Any]) -> None:
+    """Puts an env made as the snapshotted one back into `state` (`snapshot_environment`)."""
+    tf_env, py_env, members = _layers(env)
+    if len(members) != len(state['envs']):
+        raise ValueError(f'Snapshot of {len(state["envs"])} envs cannot be restored into {len(members)}.')
+    for member, member_state in zip(members, state['envs']):
+        restore(member, member_state)
+    layers = state['layers']
+    py_env._current_time_step = copy.deepcopy(layers['py_time_step'])  # pylint: disable=protected-access
+    if layers.get('last') is not None:
+        py_env._last[:] = layers['last']  # pylint: disable=protected-access
+    if tf_env is not None:
+        tf_env._time_step = copy.deepcopy(layers['tf_time_step'])  # pylint: disable=protected-access
+

@@ -173,6 +173,11 @@ class NumpyActorPolicy(py_policy.PyPolicy):
         self._head_shape = shape if self._gaussian else shape + (int(np.max(self._high)) + 1,)
         self.sync()
 
+    @property
+    def generator(self) -> np.random.Generator:
+        """The `np.random.Generator` the policy samples from (its state is a run's to checkpoint)."""
+        return self._rng
+
     def sync(self) -> None:
         """Reads the TF policy's variables: normaliser statistics, weights, biases."""
         if self._normalizer is not None:

@@ -20,6 +20,7 @@ seed-to-seed spread (sd ~1000; bench/experiments/collect_policy_learning.py).
 
 Other `TFEnvironment`s use those TF-Agents parts.
 """
+import copy
 from typing import Optional, Union
 
 import numpy as np
@@ -32,6 +33,7 @@ from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 from tf_agents.utils import common
 
+from tftrpo.sampling import env_state
 from tftrpo.sampling.episodes import BatchedEpisodeTracker
 from tftrpo.sampling.numpy_policy import NumpyActorPolicy, unsupported_reason
 
@@ -129,6 +131,30 @@ class SinglePathCollector:
     def recent_episodes(self):
         """(mean return, mean length) of the last finished episodes (0, 0 before any)."""
         return self._episodes.recent.mean()
+
+    def get_state(self) -> dict:
+        """What the next `collect()` depends on besides the policy's weights, picklable: the
+        envs (`env_state.snapshot_environment`), the NumPy policy's generator, the episodes
+        in progress. With it a resumed run collects what the uninterrupted one would have,
+        bit for bit, when acting with the NumPy policy (the TF loop samples from TensorFlow's
+        stateful RNG ops, which restart with the process). Envs that cannot be snapshotted
+        (`env_state.UnsupportedEnvError`) are left out: they restart their episodes."""
+        envs = None
+        if self._py_env is not None:
+            try:
+                envs = env_state.snapshot_environment(self._py_env)
+            except (env_state.UnsupportedEnvError, TypeError):
+                pass
+        rng = None if self._numpy_policy is None else self._numpy_policy.generator.bit_generator.state
+        return {"envs": envs, "policy_rng": copy.deepcopy(rng), "episodes": copy.deepcopy(self._episodes)}
+
+    def set_state(self, state: dict) -> None:
+        """Continues from a `get_state()` of a collector built the same way."""
+        if state["envs"] is not None:
+            env_state.restore_environment(self._py_env, state["envs"])
+        if state["policy_rng"] is not None and self._numpy_policy is not None:
+            self._numpy_policy.generator.bit_generator.state = copy.deepcopy(state["policy_rng"])
+        self._episodes = copy.deepcopy(state["episodes"])
 
     # ------------------------------------------------------------ the rollout
     def _numpy_time_step(self, fn, *args):
