@@ -60,8 +60,11 @@ agent = tftrpo.TRPOAgent(
 agent.initialize()
 
 # ------------------------------------------------------ collection into a buffer
+# Headroom: the driver counts non-boundary steps only (not the LAST -> FIRST resets), so it
+# takes a few more batched steps than STEPS_PER_ENV when episodes end; a buffer of exactly
+# STEPS_PER_ENV would wrap and gather_all() would silently drop the oldest transitions.
 replay_buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-    agent.collect_data_spec, batch_size=NUM_ENVS, max_length=STEPS_PER_ENV)
+    agent.collect_data_spec, batch_size=NUM_ENVS, max_length=2 * STEPS_PER_ENV)
 env_steps = tf_metrics.EnvironmentSteps()
 average_return = tf_metrics.AverageReturnMetric(batch_size=NUM_ENVS, buffer_size=20)
 collect_driver = dynamic_step_driver.DynamicStepDriver(
@@ -85,7 +88,7 @@ writer.set_as_default()
 # ------------------------------------------------------------------- train loop
 while env_steps.result().numpy() < args.steps:
     collect_driver.run()
-    loss_info = agent.train(replay_buffer.gather_all())
+    loss_info = agent.train(replay_buffer.gather_all())  # all of it: [NUM_ENVS, >= STEPS_PER_ENV]
     replay_buffer.clear()
     step = env_steps.result()
     tf.summary.scalar("Metrics/AverageReturn", average_return.result(), step=train_step)

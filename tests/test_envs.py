@@ -4,15 +4,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
-from tf_agents.drivers import dynamic_step_driver
+from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.environments import tf_py_environment
 from tf_agents.policies import random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 
 from tf_agents.environments import batched_py_environment
 
+from tftrpo import TRPOAgent, networks
 from tftrpo.envs import BatchedGymnasiumEnvironment, GymnasiumEnvironment, family, load, load_batched
+from tftrpo.sampling.single_path import SinglePathCollector
 
 FIRST, MID, LAST = (int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST))
 
@@ -241,3 +244,78 @@ def test_tf_agents_driver_collects_batched():
     assert traj.action.dtype == tf.int64
     assert int(rb.num_frames()) == 2 * steps
     env.close()
+
+
+class _StartEnv(gym.Env):
+    """Actions from Discrete(3, start=5) (or the MultiDiscrete space given); episodes of 4 steps.
+
+    Rejects any action outside its space and records the ones it receives.
+    """
+
+    def __init__(self, action_space=None):
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = action_space or gym.spaces.Discrete(3, start=5)
+        self.received, self._t = [], 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f'invalid action {action!r} for {self.action_space}')
+        self.received.append(np.array(action))
+        self._t += 1
+        return self.observation_space.sample(), float(np.sum(action)), self._t == 4, False, {}
+
+
+def test_discrete_start_actions_are_indices_shifted_for_gymnasium():
+    """TF-Agents' categorical heads sample 0..n-1: the spec says so, the adapter adds `start`."""
+    envs = [GymnasiumEnvironment(_StartEnv(), seed=i) for i in range(2)]
+    spec = envs[0].action_spec()
+    assert (spec.dtype, int(spec.minimum), int(spec.maximum)) == (np.int64, 0, 2)
+    obs_spec, action_spec = tensor_spec.from_spec(envs[0].observation_spec()), tensor_spec.from_spec(spec)
+    tf.random.set_seed(0)
+    agent = TRPOAgent(ts.time_step_spec(obs_spec), action_spec, networks.actor_network(obs_spec, action_spec),
+                      networks.value_network(obs_spec), tf.keras.optimizers.Adam(1e-3),
+                      train_step_counter=tf.Variable(0, dtype=tf.int64))
+    batched = BatchedGymnasiumEnvironment(envs)
+    for numpy_policy in (True, False):
+        collector = SinglePathCollector(batched, agent.collect_policy, 10, numpy_policy=numpy_policy, seed=0)
+        assert collector.uses_numpy_policy == numpy_policy
+        for env in envs:
+            env.gym_env.received.clear()
+        batch = collector.collect()
+        actions, step_type = batch.action.numpy(), batch.step_type.numpy()
+        assert set(np.unique(actions)) == {0, 1, 2}  # 20 samples of a near-uniform policy
+        for b, env in enumerate(envs):
+            # Each env got the sampled index + 5 for every step but the auto-resets.
+            np.testing.assert_array_equal(env.gym_env.received, actions[b][step_type[b] != LAST] + 5)
+    # The greedy policy in a TF-Agents driver, through the unbatched adapter's own step.
+    single = GymnasiumEnvironment(_StartEnv(), seed=9)
+    taken = []
+
+    def record(traj):
+        if not traj.is_boundary()[0]:
+            taken.append(int(traj.action[0]))
+
+    dynamic_episode_driver.DynamicEpisodeDriver(
+        tf_py_environment.TFPyEnvironment(single), agent.policy, num_episodes=2, observers=[record]).run()
+    assert len(taken) == 8 and set(taken) <= {0, 1, 2}
+    np.testing.assert_array_equal(single.gym_env.received, np.array(taken) + 5)
+
+
+def test_multi_discrete_start_actions_are_indices_shifted_for_gymnasium():
+    space = gym.spaces.MultiDiscrete([3, 2], start=[5, -1])
+    env = GymnasiumEnvironment(_StartEnv(space), seed=0)
+    np.testing.assert_array_equal(env.action_spec().minimum, [0, 0])
+    np.testing.assert_array_equal(env.action_spec().maximum, [2, 1])
+    env.reset()
+    env.step(np.array([2, 0]))
+    inner = GymnasiumEnvironment(_StartEnv(space), seed=1)
+    batched = BatchedGymnasiumEnvironment([inner])
+    batched.reset()
+    batched.step(np.array([[0, 1]]))
+    np.testing.assert_array_equal(env.gym_env.received, [[7, -1]])
+    np.testing.assert_array_equal(inner.gym_env.received, [[5, 0]])

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from tf_agents.environments import tf_py_environment
+from tf_agents.environments import random_tf_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.networks import actor_distribution_rnn_network
-from tf_agents.policies import actor_policy
+from tf_agents.policies import actor_policy, random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
@@ -170,3 +171,60 @@ def test_unbatched_py_env_and_bad_arguments():
                                               tf_env.observation_spec(), tf_env.action_spec(), lstm_size=(4,)))
     with pytest.raises(ValueError, match="numpy_policy=True.*recurrent"):
         SinglePathCollector(env, rnn_policy, 16, numpy_policy=True)
+
+
+def test_tf_environment_batches_are_exactly_t_contiguous_steps():
+    """A batched TFEnvironment (not a TFPyEnvironment): T batched steps per collect, none lost.
+
+    RandomTFEnvironment ends all its envs' episodes together with probability 0.3 a step
+    and resets them on the next step (LAST → FIRST, reward 0). Consecutive batches must
+    continue each other: the first time step of a batch is the env's current time step
+    after the previous collect, and step types chain across the batch edge.
+    """
+    tf.random.set_seed(0)
+    num_envs, steps, collects = 2, 12, 6
+    time_step_spec = ts.time_step_spec(
+        tensor_spec.BoundedTensorSpec([3], tf.float32, -1.0, 1.0),
+        tensor_spec.BoundedTensorSpec([], tf.float32, 0.0, 1.0))
+    action_spec = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 2)
+    env = random_tf_environment.RandomTFEnvironment(time_step_spec, action_spec, batch_size=num_envs,
+                                                    episode_end_probability=0.3)
+    policy = random_tf_policy.RandomTFPolicy(time_step_spec, action_spec)
+    collector = SinglePathCollector(env, policy, steps, episodes_to_average=1000)
+    batches, total_steps = [], 0
+    current = env.current_time_step()
+    for _ in range(collects):
+        batch = collector.collect()
+        step_type, next_step_type = batch.step_type.numpy(), batch.next_step_type.numpy()
+        assert batch.step_type.shape == (num_envs, steps) and batch.observation.shape == (num_envs, steps, 3)
+        # Contiguous with the previous collect: its last next time step is this batch's first.
+        np.testing.assert_array_equal(step_type[:, 0], current.step_type.numpy())
+        np.testing.assert_array_equal(batch.observation.numpy()[:, 0], current.observation.numpy())
+        np.testing.assert_array_equal(step_type[:, 1:], next_step_type[:, :-1])  # and within it
+        current = env.current_time_step()
+        np.testing.assert_array_equal(next_step_type[:, -1], current.step_type.numpy())
+        assert collector.last_env_steps == int(np.sum(step_type != ts.StepType.LAST))
+        total_steps += collector.last_env_steps
+        batches.append(batch)
+    step_type = np.concatenate([b.step_type.numpy() for b in batches], axis=1)
+    next_step_type = np.concatenate([b.next_step_type.numpy() for b in batches], axis=1)
+    reward = np.concatenate([b.reward.numpy() for b in batches], axis=1)
+    assert (step_type == ts.StepType.LAST).sum() >= 2 * num_envs  # episodes ended: boundaries exercised
+    assert total_steps < num_envs * steps * collects
+    # Episodes of the concatenated batches, computed independently: each starts at a FIRST
+    # and ends at a transition into LAST; returns sum the rewards of its steps.
+    episodes = []
+    for b in range(num_envs):
+        ret, length, started = 0.0, 0, False
+        for t in range(step_type.shape[1]):
+            if step_type[b, t] == ts.StepType.FIRST:
+                ret, length, started = 0.0, 0, True
+            if step_type[b, t] == ts.StepType.LAST:
+                continue
+            ret, length = ret + float(reward[b, t]), length + 1
+            if next_step_type[b, t] == ts.StepType.LAST and started:
+                episodes.append((ret, length))
+    assert len(episodes) >= 4
+    mean_return, mean_length = collector.recent_episodes()
+    np.testing.assert_allclose(mean_return, np.mean([r for r, _ in episodes]), rtol=1e-5)
+    assert mean_length == pytest.approx(np.mean([n for _, n in episodes]))

@@ -502,6 +502,42 @@ def test_vine_training_improves_cartpole():
     assert agent._vine_update.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
 
 
+class StartFiveMDP(TabularMDP):
+    """The tabular MDP with actions Discrete(NUM_ACTIONS, start=5); records the actions it gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.Discrete(NUM_ACTIONS, start=5)
+        self.received = []
+
+    def step(self, action):
+        assert self.action_space.contains(action), f"invalid action {action!r}"
+        self.received.append(int(action))
+        return super().step(int(action) - 5)
+
+
+env_state.register_env(StartFiveMDP, lambda env: env.state, lambda env, s: setattr(env, "state", int(s)))
+
+
+def test_discrete_start_actions_are_categorical_indices():
+    """Actions of a Discrete(n, start=5) env: the indices 0..n-1 the agent's categorical head
+    scores, shifted by 5 only where they reach the Gymnasium env."""
+    envs = []
+
+    def factory(seed):
+        envs.append(GymnasiumEnvironment(StartFiveMDP(), seed=seed))
+        return envs[-1]
+
+    agent, _ = tabular_agent()
+    collector = VineCollector(factory, agent.collect_policy, num_states=8, rollout_length=3, trunk_steps=16,
+                              num_branch_envs=4, seed=2)
+    exp, _ = collector.collect()
+    np.testing.assert_array_equal(exp.action.numpy(), np.tile([0, 1], (8, 1)))
+    received = [a for env in envs for a in env.gym_env.received]
+    assert len(received) > 16 and set(received) == {5, 6}
+    assert np.isfinite(float(agent.train(exp).loss))
+
+
 # ----------------------------------------------------------------------------
 # 6. Errors at construction.
 

@@ -18,16 +18,16 @@ Both learn alike: 300k-step HalfCheetah runs from 20 env seeds each gave last-qu
 training returns of 1855 (NumPy) and 1929 (TF) on average, a difference well inside the
 seed-to-seed spread (sd ~1000; bench/experiments/collect_policy_learning.py).
 
-Other `TFEnvironment`s use those TF-Agents parts.
+Other batched `TFEnvironment`s run in the same compiled loop, stepped in the graph
+(`env.current_time_step()` / `env.step(action)`): exactly T batched steps per call, the
+same [B, T] batch as for Python environments.
 """
 import copy
 from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
-from tf_agents.drivers import dynamic_step_driver
 from tf_agents.environments import batched_py_environment, py_environment, tf_environment, tf_py_environment
-from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
@@ -45,7 +45,7 @@ class SinglePathCollector:
 
     Args:
       env: a `PyEnvironment` (batched or not), a `TFPyEnvironment`, or any batched
-        `TFEnvironment` (collected with TF-Agents' driver and replay buffer).
+        `TFEnvironment` (stepped in the compiled loop).
       policy: the TF policy that acts (`agent.collect_policy`).
       steps_per_env: T, the length of each row of the batch.
       episodes_to_average: finished episodes averaged by `recent_episodes()`.
@@ -81,6 +81,8 @@ class SinglePathCollector:
             elif numpy_policy:
                 raise ValueError(f"SinglePathCollector(numpy_policy=True): NumPy cannot mirror this policy: {reason}.")
             else:
+                self._env_time_step = lambda: self._numpy_time_step(self._current_time_step)
+                self._env_step = lambda action: self._numpy_time_step(self._step, *tf.nest.flatten(action))
                 self._collect = common.function(self._rollout, autograph=False)
         elif numpy_policy:
             raise ValueError("SinglePathCollector(numpy_policy=True) needs a Python environment (or a "
@@ -88,12 +90,8 @@ class SinglePathCollector:
         elif isinstance(env, tf_environment.TFEnvironment) and env.batched:
             self._py_env = None
             self._num_envs = env.batch_size
-            self._buffer = tf_uniform_replay_buffer.TFUniformReplayBuffer(
-                policy.trajectory_spec, batch_size=self._num_envs, max_length=self._length)
-            run = common.function(dynamic_step_driver.DynamicStepDriver(
-                env, policy, observers=[self._buffer.add_batch], num_steps=self._num_envs * self._length).run)
-            self._collect = lambda: (self._buffer.clear(), run(), self._buffer.gather_all())[-1]
-            self._driver_steps = self._num_envs * self._length  # the driver counts non-boundary steps
+            self._env_time_step, self._env_step = env.current_time_step, env.step
+            self._collect = common.function(self._rollout, autograph=False)
         else:
             raise TypeError(f"SinglePathCollector: env must be a PyEnvironment or a batched TFEnvironment, "
                             f"got {type(env).__name__}")
@@ -124,8 +122,7 @@ class SinglePathCollector:
         experience = self._collect()
         step_type = experience.step_type.numpy()
         self._episodes.update(step_type, experience.next_step_type.numpy(), experience.reward.numpy())
-        self._last_env_steps = (self._driver_steps if self._py_env is None
-                                else int(np.sum(step_type != ts.StepType.LAST)))
+        self._last_env_steps = int(np.sum(step_type != ts.StepType.LAST))
         return experience
 
     def recent_episodes(self):
@@ -207,20 +204,24 @@ class SinglePathCollector:
         return tf.nest.map_structure(tf.convert_to_tensor, batch)
 
     def _rollout(self):
-        """T steps of π in the batched env: one policy call and one env step per t."""
+        """T steps of π in the batched env: one policy call and one env step per t.
+
+        The env is stepped by `self._env_step` (a `tf.numpy_function` for Python envs, the
+        TF environment's own `step` otherwise).
+        """
         spec = tensor_spec.add_outer_dims_nest(self._policy.trajectory_spec, (self._num_envs,))
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=self._length, element_shape=s.shape), spec)
         def body(t, time_step, policy_state, arrays):
             action_step = self._policy.action(time_step, policy_state)
-            next_time_step = self._numpy_time_step(self._step, *tf.nest.flatten(action_step.action))
+            next_time_step = self._env_step(action_step.action)
             transition = trajectory.from_transition(time_step, action_step, next_time_step)
             arrays = tf.nest.map_structure(lambda ta, x: ta.write(t, x), arrays, transition)
             return t + 1, next_time_step, action_step.state, arrays
 
         _, _, _, arrays = tf.while_loop(
             lambda t, *_: t < self._length, body,
-            (tf.constant(0), self._numpy_time_step(self._current_time_step),
+            (tf.constant(0), self._env_time_step(),
              self._policy.get_initial_state(self._num_envs), arrays),
             parallel_iterations=1)
         # [T, B, ...] → [B, T, ...]

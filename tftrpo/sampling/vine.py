@@ -107,9 +107,13 @@ class VineCollector:
         if self._discrete:
             if spec.shape != ():
                 raise ValueError(f"vine sampling supports scalar discrete actions, got shape {spec.shape}")
-            self._num_actions = int(spec.maximum - spec.minimum + 1)
+            if int(spec.minimum) != 0:
+                # TF-Agents' categorical heads sample 0..n-1, and the agent takes the actions
+                # as those indices in its log-probabilities (GymnasiumEnvironment's specs
+                # start at 0 and add a Discrete space's start for Gymnasium).
+                raise ValueError(f"vine sampling needs discrete actions from 0 (categorical indices), got {spec}")
+            self._num_actions = int(spec.maximum) + 1
             self._noise_size = self._num_actions
-            self._action_minimum = int(spec.minimum)
         else:
             self._noise_size = int(np.prod(spec.shape))
         self._all_actions = actions_per_state is None
@@ -121,10 +125,7 @@ class VineCollector:
         time_step_spec = tensor_spec.add_outer_dims_nest(policy.time_step_spec, (None,))
 
         def sample(time_step, uniform):
-            action = sample_with_noise(policy.distribution(time_step).action, uniform)
-            if self._discrete:
-                action = action + tf.cast(self._action_minimum, action.dtype)
-            return action
+            return sample_with_noise(policy.distribution(time_step).action, uniform)
 
         self._sample = tf.function(sample, input_signature=(
             time_step_spec, tf.TensorSpec([None, self._noise_size], tf.float32)))
@@ -200,7 +201,7 @@ class VineCollector:
         """[N, K] (or [N, K, ...]) first actions: all actions, or K samples from π_θold."""
         n = len(observations)
         if self._all_actions:
-            actions = np.arange(self._num_actions) + self._action_minimum
+            actions = np.arange(self._num_actions)
             return np.tile(actions.astype(self._action_spec.dtype), (n, 1))
         steps = [ts.restart(np.asarray(o)) for o in observations]
         repeated = [s for s in steps for _ in range(self._k)]
