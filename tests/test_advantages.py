@@ -97,7 +97,7 @@ def reference_gae(reward, values, discount, next_step_type, gamma, lam):
         for t in range(T - 2, -1, -1):
             delta = reward[b, t] + gamma * discount[b, t] * values[b, t + 1] - values[b, t]
             c = 0.0 if next_step_type[b, t] == LAST else 1.0
-            out[b, t] = delta + gamma * lam * c * next_adv
+            out[b, t] = delta + gamma * discount[b, t] * lam * c * next_adv
             next_adv = out[b, t]
     return out
 
@@ -273,6 +273,25 @@ def test_gae_matches_tf_agents_without_truncation(seed):
     ).numpy()
     m = mask[:, :-1]
     np.testing.assert_allclose(got[:, :-1][m], want[m], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gae_with_an_env_discount_below_one_matches_tf_agents(seed):
+    """An env whose steps carry discount 0.9 (`load(..., discount=0.9)`): γ·d_t discounts
+    both the bootstrap and the trace, as in TF-Agents' GAE and the numpy loop."""
+    step_type, next_step_type, discount, reward, values = random_batch(
+        seed, B=4, T=30, allow_truncation=False)
+    discount = np.where(discount > 0, 0.9, 0.0).astype(np.float32)
+    gamma, lam = 0.97, 0.9
+    mask = reference_mask(step_type).astype(bool)[:, :-1]
+    got = call_gae(reward, values, discount, next_step_type, gamma, lam)
+    want = value_ops.generalized_advantage_estimation(
+        values=tf.constant(values[:, :-1]), final_value=tf.constant(values[:, -1]),
+        discounts=tf.constant(gamma * discount[:, :-1]), rewards=tf.constant(reward[:, :-1]),
+        td_lambda=lam, time_major=False).numpy()
+    np.testing.assert_allclose(got[:, :-1][mask], want[mask], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, reference_gae(reward, values, discount, next_step_type, gamma, lam),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -66,9 +66,10 @@ def generalized_advantage_estimation(
     """GAE(γ, λ) advantages for [B, T] trajectories (Schulman et al. 2016, Eq. 16).
 
     δ_t = r_t + γ·d_t·V(s_{t+1}) − V(s_t), with d_t = `discounts[t]` (0 on termination,
-    1 on truncation or mid-episode), and Â_t = δ_t + γλ·c_t·Â_{t+1}, where c_t = 0 when
-    the episode ended after a_t (either way) so that no advantage leaks across
-    episodes. Returns [B, T] advantages; the last column (no successor) is 0 and
+    the env's discount, 1 by default, on truncation or mid-episode), and
+    Â_t = δ_t + γλ·d_t·c_t·Â_{t+1}, where c_t = 0 when the episode ended after a_t
+    (either way) so that no advantage leaks across episodes: the per-step discount γ·d_t
+    of δ_t also decays the trace, as in TF-Agents' `generalized_advantage_estimation`. Returns [B, T] advantages; the last column (no successor) is 0 and
     entries of boundary steps are meaningless: weight them with `training_mask`.
     """
     rewards = tf.convert_to_tensor(rewards, tf.float32)
@@ -77,7 +78,7 @@ def generalized_advantage_estimation(
     next_values = values[:, 1:]
     episode_continues = tf.cast(tf.not_equal(next_step_types[:, :-1], ts.StepType.LAST), tf.float32)
     deltas = rewards[:, :-1] + gamma * discounts[:, :-1] * next_values - values[:, :-1]
-    decay = gamma * lambda_ * episode_continues
+    decay = gamma * lambda_ * discounts[:, :-1] * episode_continues
 
     advantages = discounted_reverse_cumsum(deltas, decay)  # Â_t = δ_t + decay_t · Â_{t+1}
     return tf.concat([advantages, tf.zeros_like(values[:, -1:])], axis=1)
