@@ -263,3 +263,16 @@ def test_no_jit_compile_trains_without_xla(tmp_path):
 
     assert run("xla") == (True, True, 2)
     assert run("graph", "--no-jit-compile") == (False, False, 2)
+
+
+def test_no_training_return_is_reported_before_an_episode_has_finished(tmp_path):
+    """Pendulum's episodes last 200 steps: the first iterations of 2 × 64 slots finish none, and
+    their rows leave train_return empty instead of reporting a return of 0."""
+    run_dir = tmp_path / "pendulum"
+    cli("train", "--env", "Pendulum-v1", "--steps-per-env", "64", "--steps", "640", "--eval-interval", "5",
+        "--eval-episodes", "1", "--value-train-epochs", "1", "--no-progress", "--run-dir", str(run_dir),
+        "--export-dir", str(tmp_path / "export"), cwd=tmp_path)
+    returns = [row["train_return"] for row in progress(run_dir)]
+    assert returns[:3] == ["", "", ""] and returns[3] and float(returns[3]) < 0, returns  # first ends at step 200
+    lengths = [row["train_episode_length"] for row in progress(run_dir)]
+    assert lengths[:3] == ["", "", ""] and float(lengths[3]) == 200.0

@@ -310,8 +310,11 @@ def run(args) -> dict:
                 eval_value = last_eval = evaluate(iteration)
                 tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=step)
             recent_return, recent_length = collector.recent_episodes()
-            tf.summary.scalar("Metrics/AverageReturn", recent_return, step=step)
-            tf.summary.scalar("Metrics/AverageEpisodeLength", recent_length, step=step)
+            if recent_length == 0:  # no training episode has finished yet (each has >= 1 step): none to report
+                recent_return = recent_length = None
+            else:
+                tf.summary.scalar("Metrics/AverageReturn", recent_return, step=step)
+                tf.summary.scalar("Metrics/AverageEpisodeLength", recent_length, step=step)
             tf.summary.scalar("Metrics/StepsPerSecond", steps_per_second, step=step)
             if sampling == "vine":
                 tf.summary.scalar("Vine/trunk_steps", step - int(branch_steps.numpy()), step=step)
@@ -465,12 +468,13 @@ def _progress_bar(total, initial, env_id, disabled):
 
 def _report(bar, row, last_eval):
     eval_text = "-" if last_eval is None else f"{last_eval:.1f}"
+    train_text = "-" if row["train_return"] is None else f"{row['train_return']:.1f}"
     if bar is not None:
         bar.update(row["env_steps"] - bar.n)
-        bar.set_postfix(ret=f"{row['train_return']:.1f}", eval=eval_text, kl=f"{row['kl']:.4f}",
+        bar.set_postfix(ret=train_text, eval=eval_text, kl=f"{row['kl']:.4f}",
                         sps=f"{row['steps_per_second']:.0f}")
     elif row["eval_return"] is not None or row["iteration"] == 1:
-        print(f"iter {row['iteration']:>5d}  steps {row['env_steps']:>9d}  return {row['train_return']:9.1f}  "
+        print(f"iter {row['iteration']:>5d}  steps {row['env_steps']:>9d}  return {train_text:>9s}  "
               f"eval {eval_text:>8s}  kl {row['kl']:.4f}  steps/s {row['steps_per_second']:7.0f}", flush=True)
 
 

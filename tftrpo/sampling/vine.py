@@ -60,7 +60,8 @@ def sample_with_noise(distribution, uniform):
 
 @dataclasses.dataclass
 class VineStats:
-    """Simulator steps spent by one `collect` and the trunk's finished episodes."""
+    """Simulator steps spent by one `collect` (resets not counted, as in single-path
+    sampling) and the trunk's finished episodes."""
 
     trunk_steps: int
     branch_steps: int
@@ -185,9 +186,9 @@ class VineCollector:
                 pending -= 1
             action = self._act([self._time_step], self._uniform(1))[0]
             self._time_step = self._trunk_env.step(action)
-            stats.trunk_steps += 1
             t += 1
-            if not self._time_step.is_first():
+            if not self._time_step.is_first():  # the step after an episode end is the reset, not a simulator step
+                stats.trunk_steps += 1
                 self._episode_return += float(self._time_step.reward)
                 self._episode_length += 1
             if self._time_step.is_last():
