@@ -194,12 +194,15 @@ def test_bad_input_exits_nonzero_with_a_clear_message(tmp_path):
     threads = cli("train", "--threads", "0", "--env", "CartPole-v1", cwd=tmp_path, check=False)
     assert threads.returncode == 2 and "--threads must be >= 1, got 0" in threads.stderr
     for flag, value, message in (("--policy-output-gain", "0", "must be > 0"), ("--value-adam-epsilon", "-1e-5", "must be > 0"),
-                                 ("--value-output-gain", "-1", "must be >= 0")):
+                                 ("--value-output-gain", "-1", "must be >= 0"), ("--value-learning-rate", "-1e-3", "must be > 0")):
         bad_init = cli("train", flag, value, "--env", "CartPole-v1", cwd=tmp_path, check=False)
         assert bad_init.returncode == 2 and f"{flag} {message}" in bad_init.stderr, bad_init.stderr
     vine_numpy = cli("train", "--sampling", "vine", "--numpy-policy", "--env", "CartPole-v1", "--steps", "10",
                      cwd=tmp_path, check=False)
     assert vine_numpy.returncode == 2 and "--numpy-policy applies to single-path sampling" in vine_numpy.stderr
+    no_branches = cli("train", "--sampling", "vine", "--vine-branch-envs", "0", "--env", "CartPole-v1", "--steps", "10",
+                      cwd=tmp_path, check=False)
+    assert no_branches.returncode == 2 and "num_branch_envs >= 1" in no_branches.stderr, no_branches.stderr[-2000:]
     assert not (tmp_path / "runs").exists()
 
     missing = cli("train", "--run-dir", str(tmp_path / "nope"), "--resume", cwd=tmp_path, check=False)

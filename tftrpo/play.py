@@ -87,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         env = load(env_id, seed=args.seed, render_mode="rgb_array" if args.video else None)
-    except ValueError as e:
+    except (ValueError, TypeError, ImportError) as e:  # unknown ids, unsupported spaces, missing extras
         print(f"tftrpo-play: error: {e}", file=sys.stderr)
         return 2
     frames = [] if args.video else None

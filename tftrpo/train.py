@@ -87,7 +87,7 @@ def _check_positive(config: presets.TRPOConfig):
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.steps_per_env < 2:
         raise UsageError("--steps-per-env must be >= 2")
-    for name in ("policy_output_gain", "value_adam_epsilon"):
+    for name in ("policy_output_gain", "value_adam_epsilon", "value_learning_rate"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
     if not config.value_output_gain >= 0:

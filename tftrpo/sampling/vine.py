@@ -98,8 +98,11 @@ class VineCollector:
         self._trunk_steps = int(trunk_steps or 4 * num_states)
         self._discount = float(discount)
         self._rng = np.random.default_rng(seed)
-        if self._num_states < 1 or self._rollout_length < 1 or self._trunk_steps < self._num_states:
-            raise ValueError("VineCollector needs num_states >= 1, rollout_length >= 1, trunk_steps >= num_states")
+        if (self._num_states < 1 or self._rollout_length < 1 or self._trunk_steps < self._num_states
+                or num_branch_envs < 1):
+            raise ValueError("VineCollector needs num_states >= 1, rollout_length >= 1, trunk_steps >= num_states "
+                             f"and num_branch_envs >= 1, got {self._num_states}, {self._rollout_length}, "
+                             f"{self._trunk_steps}, {num_branch_envs}")
 
         spec = self._trunk_env.action_spec()
         if tf.nest.is_nested(spec):
