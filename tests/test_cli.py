@@ -92,17 +92,19 @@ def test_train_kill_resume_export_and_play(tmp_path):
         assert "Sanitizing" not in proc.stderr and "Encoding a StructuredValue" not in proc.stderr, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("sampling", ["single_path", "vine"])
+@pytest.mark.parametrize("sampling", ["single_path", "tf_loop", "vine"])
 def test_a_resumed_run_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, sampling):
     """A run that stops at a checkpoint and is resumed gives the uninterrupted run's rows exactly.
 
     The checkpoint holds the agent (the value regression's minibatch seed included) and the
-    counters; beside it, the envs' simulator and RNG states, the sampler's generator and the
-    episodes in progress. Evaluations seed their episodes from (seed, iteration). The stopped
+    counters; beside it, the envs' simulator and RNG states, the sampler's generator (the TF
+    loop's: its collect count, for stateless draws) and the episodes in progress. Evaluations
+    seed their episodes from (seed, iteration). The stopped
     leg's last row carries its final evaluation, which the uninterrupted run has only on its
     --eval-interval; every other field of every row is equal.
     """
-    flags = [*SHORT, "--seed", "5", "--checkpoint-interval", "3", "--sampling", sampling]
+    flags = [*SHORT, "--seed", "5", "--checkpoint-interval", "3"]
+    flags += ["--no-numpy-policy"] if sampling == "tf_loop" else ["--sampling", sampling]
     budget = 2048
     if sampling == "vine":
         flags += ["--vine-states", "8", "--vine-rollout-length", "20", "--vine-trunk-steps", "64"]

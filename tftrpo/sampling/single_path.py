@@ -28,6 +28,7 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 from tf_agents.environments import batched_py_environment, py_environment, tf_environment, tf_py_environment
+from tf_agents.policies import tf_policy
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
@@ -53,8 +54,10 @@ class SinglePathCollector:
         environments only). None (default): when the policy can be mirrored, else the
         compiled TF loop; True: always (an error says why a policy cannot be mirrored);
         False: never.
-      seed: seed of the NumPy policy's sampling; None draws one from TF's global
-        generator, so `tf.keras.utils.set_random_seed` makes runs repeatable.
+      seed: seed of the policy's sampling (the NumPy policy's generator; in the TF loop,
+        stateless draws keyed by (seed, collect, step) where the policy samples from its
+        `distribution`); None draws one from TF's global generator, so
+        `tf.keras.utils.set_random_seed` makes runs repeatable.
     """
 
     def __init__(self, env: Union[py_environment.PyEnvironment, tf_environment.TFEnvironment], policy,
@@ -69,13 +72,15 @@ class SinglePathCollector:
         if isinstance(py_env, py_environment.PyEnvironment) and not py_env.batched:
             py_env = batched_py_environment.BatchedPyEnvironment([py_env])
         self._numpy_policy = None
+        if seed is None:
+            seed = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
+        self._seed, self._collects = int(seed), 0
+        self._stateless = _samples_from_its_distribution(policy)
         if isinstance(py_env, py_environment.PyEnvironment):
             self._py_env = py_env
             self._num_envs = py_env.batch_size
             reason = unsupported_reason(policy) if numpy_policy is not False else "numpy_policy=False"
             if reason is None:
-                if seed is None:
-                    seed = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
                 self._numpy_policy = NumpyActorPolicy(policy, seed=seed)
                 self._collect = self._numpy_rollout
             elif numpy_policy:
@@ -83,7 +88,7 @@ class SinglePathCollector:
             else:
                 self._env_time_step = lambda: self._numpy_time_step(self._current_time_step)
                 self._env_step = lambda action: self._numpy_time_step(self._step, *tf.nest.flatten(action))
-                self._collect = common.function(self._rollout, autograph=False)
+                self._collect = self._compiled_rollout()
         elif numpy_policy:
             raise ValueError("SinglePathCollector(numpy_policy=True) needs a Python environment (or a "
                              f"TFPyEnvironment around one), got a {type(env).__name__}")
@@ -91,7 +96,7 @@ class SinglePathCollector:
             self._py_env = None
             self._num_envs = env.batch_size
             self._env_time_step, self._env_step = env.current_time_step, env.step
-            self._collect = common.function(self._rollout, autograph=False)
+            self._collect = self._compiled_rollout()
         else:
             raise TypeError(f"SinglePathCollector: env must be a PyEnvironment or a batched TFEnvironment, "
                             f"got {type(env).__name__}")
@@ -120,6 +125,7 @@ class SinglePathCollector:
     def collect(self) -> trajectory.Trajectory:
         """The next [num_envs, steps_per_env] trajectory batch, continuing the envs' episodes."""
         experience = self._collect()
+        self._collects += 1
         step_type = experience.step_type.numpy()
         self._episodes.update(step_type, experience.next_step_type.numpy(), experience.reward.numpy())
         self._last_env_steps = int(np.sum(step_type != ts.StepType.LAST))
@@ -133,8 +139,9 @@ class SinglePathCollector:
         """What the next `collect()` depends on besides the policy's weights, picklable: the
         envs (`env_state.snapshot_environment`), the NumPy policy's generator, the episodes
         in progress. With it a resumed run collects what the uninterrupted one would have,
-        bit for bit, when acting with the NumPy policy (the TF loop samples from TensorFlow's
-        stateful RNG ops, which restart with the process). Envs that cannot be snapshotted
+        bit for bit (the TF loop's draws are keyed by the collect count it holds, for policies
+        that sample from their `distribution`; others draw from TensorFlow's stateful RNG ops,
+        which restart with the process). Envs that cannot be snapshotted
         (`env_state.UnsupportedEnvError`) are left out: they restart their episodes."""
         envs = None
         if self._py_env is not None:
@@ -143,7 +150,8 @@ class SinglePathCollector:
             except (env_state.UnsupportedEnvError, TypeError):
                 pass
         rng = None if self._numpy_policy is None else self._numpy_policy.generator.bit_generator.state
-        return {"envs": envs, "policy_rng": copy.deepcopy(rng), "episodes": copy.deepcopy(self._episodes)}
+        return {"envs": envs, "policy_rng": copy.deepcopy(rng), "collects": self._collects,
+                "episodes": copy.deepcopy(self._episodes)}
 
     def set_state(self, state: dict) -> None:
         """Continues from a `get_state()` of a collector built the same way."""
@@ -151,6 +159,7 @@ class SinglePathCollector:
             env_state.restore_environment(self._py_env, state["envs"])
         if state["policy_rng"] is not None and self._numpy_policy is not None:
             self._numpy_policy.generator.bit_generator.state = copy.deepcopy(state["policy_rng"])
+        self._collects = state.get("collects", 0)
         self._episodes = copy.deepcopy(state["episodes"])
 
     # ------------------------------------------------------------ the rollout
@@ -203,8 +212,24 @@ class SinglePathCollector:
             time_step = next_time_step
         return tf.nest.map_structure(tf.convert_to_tensor, batch)
 
-    def _rollout(self):
-        """T steps of π in the batched env: one policy call and one env step per t.
+    def _compiled_rollout(self):
+        rollout = common.function(self._rollout, autograph=False)
+        return lambda: rollout(tf.constant([self._seed, self._collects], tf.int64))
+
+    def _action(self, time_step, policy_state, seed):
+        """π's action step: drawn from `policy.distribution` with a stateless seed where the
+        policy samples from it (a resumed run then repeats the draws), else `policy.action`."""
+        if not self._stateless:
+            return self._policy.action(time_step, policy_state)
+        step = self._policy.distribution(time_step, policy_state)
+        leaves = tf.nest.flatten(step.action)
+        seeds = tf.random.experimental.stateless_split(seed, len(leaves))
+        actions = [d.sample(seed=seeds[i]) for i, d in enumerate(leaves)]
+        return step._replace(action=tf.nest.pack_sequence_as(step.action, actions))
+
+    def _rollout(self, seed):
+        """T steps of π in the batched env: one policy call and one env step per t; step t
+        samples with the stateless seed fold_in(seed, t).
 
         The env is stepped by `self._env_step` (a `tf.numpy_function` for Python envs, the
         TF environment's own `step` otherwise).
@@ -213,7 +238,7 @@ class SinglePathCollector:
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=self._length, element_shape=s.shape), spec)
         def body(t, time_step, policy_state, arrays):
-            action_step = self._policy.action(time_step, policy_state)
+            action_step = self._action(time_step, policy_state, tf.random.experimental.stateless_fold_in(seed, t))
             next_time_step = self._env_step(action_step.action)
             transition = trajectory.from_transition(time_step, action_step, next_time_step)
             arrays = tf.nest.map_structure(lambda ta, x: ta.write(t, x), arrays, transition)
@@ -226,3 +251,12 @@ class SinglePathCollector:
             parallel_iterations=1)
         # [T, B, ...] → [B, T, ...]
         return tf.nest.map_structure(lambda ta: tf.experimental.numpy.swapaxes(ta.stack(), 0, 1), arrays)
+
+
+def _samples_from_its_distribution(policy) -> bool:
+    """Whether `policy.action` is a plain draw from `policy.distribution` (TF-Agents' default
+    `_action`, no clipping, no emitted log-probability), so that the rollout may draw it
+    itself with a stateless seed."""
+    return (isinstance(policy, tf_policy.TFPolicy) and type(policy)._action is tf_policy.TFPolicy._action  # pylint: disable=protected-access
+            and not policy.emit_log_probability and not getattr(policy, "_clip", True))
+
