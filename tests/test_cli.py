@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +105,8 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, sampl
     --eval-interval; every other field of every row is equal.
     """
     flags = [*SHORT, "--seed", "5", "--checkpoint-interval", "3"]
-    flags += ["--no-numpy-policy"] if sampling == "tf_loop" else ["--sampling", sampling]
+    # The TF loop's run also sets --threads, which the resumed run takes from its config.json.
+    flags += ["--no-numpy-policy", "--threads", "1"] if sampling == "tf_loop" else ["--sampling", sampling]
     budget = 2048
     if sampling == "vine":
         flags += ["--vine-states", "8", "--vine-rollout-length", "20", "--vine-trunk-steps", "64"]
@@ -125,16 +127,25 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, sampl
         assert [a[c] for c in exact] == [b[c] for c in exact], (a, b)
         if int(b["iteration"]) != stopped_at or a["eval_return"]:
             assert a["eval_return"] == b["eval_return"], (a, b)
-    final = [json.loads((tmp_path / d / "tftrpo_run.json").read_text())["final_eval_return"] for d in ("ew", "es")]
-    assert final[0] == final[1]
+    meta = [json.loads((tmp_path / d / "tftrpo_run.json").read_text()) for d in ("ew", "es")]
+    assert meta[0]["final_eval_return"] == meta[1]["final_eval_return"]
+    assert meta[0]["tf_threads"] == meta[1]["tf_threads"] == ({"intra_op": 1, "inter_op": 1} if sampling == "tf_loop"
+                                                                else {"intra_op": 0, "inter_op": 0})
     kept = sorted(name for name in os.listdir(split / "checkpoints") if name.startswith("run-state-"))
     assert len(kept) == 3 and all(name.endswith(".pkl") for name in kept)  # as many as the checkpoints kept
 
-    if sampling == "single_path":  # a checkpoint without the saved state (an older tftrpo's) still resumes
-        for name in kept:
-            os.remove(split / "checkpoints" / name)
-        older = cli("train", "--run-dir", str(split), "--resume", "--steps", str(budget + 512), cwd=tmp_path)
-        assert "no saved env and sampler state" in older.stderr and len(progress(split)) > len(got)
+
+
+def test_a_run_of_an_older_tftrpo_still_resumes(tmp_path):
+    """A run directory from before exact resumes (tests/data: no minibatch seed in the agent's
+    checkpoint, no run-state pickle) resumes with both gaps said on stderr, and trains on."""
+    shutil.copytree(os.path.join(REPO, "tests", "data", "run_before_exact_resume"), tmp_path / "oldrun")
+    resumed = cli("train", "--run-dir", str(tmp_path / "oldrun"), "--resume", "--steps", "512", "--no-progress",
+                  cwd=tmp_path)
+    assert "has no minibatch seed" in resumed.stderr and "no saved env and sampler state" in resumed.stderr
+    rows = progress(tmp_path / "oldrun")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) > 2
+    assert (tmp_path / "oldexp" / "saved_model.pb").exists()
 
 
 def test_same_seed_same_run_in_a_fresh_process(tmp_path):
@@ -281,3 +292,16 @@ def test_no_training_return_is_reported_before_an_episode_has_finished(tmp_path)
     assert returns[:3] == ["", "", ""] and returns[3] and float(returns[3]) < 0, returns  # first ends at step 200
     lengths = [row["train_episode_length"] for row in progress(run_dir)]
     assert lengths[:3] == ["", "", ""] and float(lengths[3]) == 200.0
+
+
+def test_resuming_envs_that_cannot_be_snapshotted_says_so(tmp_path):
+    """FrozenLake has no simulator-state handler in env_state: its run resumes with the envs'
+    episodes restarted, and says that the resumed run is not bit for bit the uninterrupted one."""
+    run_dir = tmp_path / "lake"
+    flags = ["--env", "FrozenLake-v1", "--no-normalize-observations", "--steps-per-env", "64", "--value-train-epochs",
+             "1", "--eval-episodes", "1", "--no-progress", "--run-dir", str(run_dir)]
+    first = cli("train", *flags, "--steps", "256", cwd=tmp_path)
+    assert "cannot be snapshotted" not in first.stderr
+    resumed = cli("train", "--run-dir", str(run_dir), "--resume", "--steps", "512", cwd=tmp_path)
+    assert "FrozenLake-v1's envs cannot be snapshotted" in resumed.stderr, resumed.stderr[-2000:]
+    assert len(progress(run_dir)) == 4

@@ -8,7 +8,8 @@
 A run directory holds config.json, TensorBoard logs (tensorboard/), checkpoints
 (checkpoints/, written by TF-Agents' Checkpointer every --checkpoint-interval iterations
 and at the end, each with a run-state-N.pkl of the envs' and sampler's state, so that
---resume continues bit for bit), progress.csv and learning_curve.png. At the end the
+--resume continues bit for bit where env_state can snapshot the envs), progress.csv and
+learning_curve.png. At the end the
 greedy policy is exported with PolicySaver to savedmodels/<run>/ (observation
 normalisation included).
 """
@@ -123,6 +124,11 @@ def _resolve_run(args):
         if given:
             raise UsageError("--resume continues the run as configured in its config.json; of its settings only "
                              f"--steps may be given with it (got {', '.join(given)})")
+        if args.threads is None:  # the run's own thread pools, so that it continues bit for bit
+            args.threads = saved.get("threads")
+        elif args.threads != saved.get("threads"):
+            print(f"tftrpo-train: the run was made with --threads {saved.get('threads') or 'unset'}; with "
+                  f"--threads {args.threads} it continues, but not bit for bit", file=sys.stderr, flush=True)
         config_fields = dict(saved["config"])
         config_fields["hidden_layers"] = tuple(config_fields["hidden_layers"])
         if config_fields.get("conv_layers"):
@@ -269,7 +275,7 @@ def run(args) -> dict:
     if not args.resume:
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": sampling,
-                       "config": dataclasses.asdict(config)}, f, indent=2)
+                       "threads": args.threads, "config": dataclasses.asdict(config)}, f, indent=2)
     checkpointer = _checkpointer(run_dir, args.resume, agent=agent, train_step=train_step,
                                  env_steps=env_steps, branch_steps=branch_steps)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -279,7 +285,15 @@ def run(args) -> dict:
             print("tftrpo-train: this checkpoint has no saved env and sampler state (a run from an older "
                   "tftrpo): the run continues, with its episodes restarted", file=sys.stderr, flush=True)
         else:
-            collector.set_state(state["collector"])
+            try:
+                collector.set_state(state["collector"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise UsageError(f"cannot restore the envs' and sampler's state saved with the checkpoint in "
+                                 f"{ckpt_dir} ({type(e).__name__}: {e})")
+            if state["collector"].get("envs", True) is None:
+                print(f"tftrpo-train: {env_id}'s envs cannot be snapshotted (tftrpo.sampling.env_state): they "
+                      "restart their episodes from the run's seeds, so this resumed run is not bit for bit the "
+                      "uninterrupted one", file=sys.stderr, flush=True)
 
     def save_checkpoint():
         """The run's state after this iteration: the envs, the sampler's RNG and episodes (a
@@ -388,11 +402,24 @@ def _checkpointer(run_dir, resume, **objects):
         checkpointer = common.Checkpointer(ckpt_dir=ckpt_dir, max_to_keep=3, **objects)
         status = checkpointer.initialize_or_restore()
         if resume:
-            status.assert_existing_objects_matched()
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError as e:
+                if not _lacks_only_the_minibatch_seed(e):
+                    raise
+                print("tftrpo-train: this checkpoint (an older tftrpo's) has no minibatch seed; the value "
+                      "regression shuffles with a new one from here on", file=sys.stderr, flush=True)
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         raise UsageError(f"cannot restore the checkpoint in {ckpt_dir}: it is unreadable or does not match "
                          f"this run's configuration ({type(e).__name__}: {str(e).splitlines()[0]})")
     return checkpointer
+
+
+def _lacks_only_the_minibatch_seed(error: AssertionError) -> bool:
+    """Whether a restore's only unmatched object is `TRPOAgent`'s minibatch seed, which
+    checkpoints of tftrpo before it drew its minibatch orders statelessly do not hold."""
+    message = str(error)
+    return message.startswith("Found 1 Python objects that were not bound") and "'minibatch_seed:0'" in message
 
 
 def _run_state_path(ckpt_dir, iteration):
