@@ -172,9 +172,12 @@ def make_agent(config: presets.TRPOConfig, tf_env, train_step, **agent_overrides
 
     from tftrpo import TRPOAgent, networks
 
+    keras_helpers = (tf.keras.activations.get, tf.keras.activations.serialize, tf.keras.activations.deserialize)
     try:
         activation = tf.keras.activations.get(config.activation)
     except ValueError:
+        activation = None
+    if activation is None or any(activation is helper for helper in keras_helpers):  # names of the module's helpers
         raise ValueError(f"--activation: {config.activation!r} is not a Keras activation (e.g. tanh, relu, elu)")
     obs_spec, action_spec = tf_env.observation_spec(), tf_env.action_spec()
     actor_net = networks.actor_network(obs_spec, action_spec, config.hidden_layers, config.conv_layers,
