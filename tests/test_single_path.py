@@ -5,7 +5,7 @@ import tensorflow as tf
 from tf_agents.environments import random_tf_environment, tf_py_environment
 from tf_agents.metrics import tf_metrics
 from tf_agents.networks import actor_distribution_rnn_network
-from tf_agents.policies import actor_policy, random_tf_policy
+from tf_agents.policies import actor_policy, greedy_policy, random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
@@ -143,17 +143,34 @@ def test_episode_tracker_carries_episodes_across_batches():
 
 
 def test_recurrent_policy_state_is_carried_through_the_rollout():
-    """An RNN collect policy runs in the compiled loop (its state reset at episode starts)."""
-    env = load_batched("CartPole-v1", 2, seed=0)
-    tf_env = tf_py_environment.TFPyEnvironment(env)
+    """An RNN policy runs in the compiled loop with its state carried from step to step and
+    across collects, and reset at episode starts: its greedy actions equal those of a
+    step-by-step TF-Agents loop that passes the state along, and differ from a loop that
+    does not (so the state matters to them)."""
+    tf.random.set_seed(0)
+
+    def make_env():  # 12-step episodes: resets inside every batch
+        return tf_py_environment.TFPyEnvironment(load_batched("CartPole-v1", 2, seed=0, max_episode_steps=12))
+
+    tf_env = make_env()
     net = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
         tf_env.observation_spec(), tf_env.action_spec(), lstm_size=(8,))
-    policy = actor_policy.ActorPolicy(tf_env.time_step_spec(), tf_env.action_spec(), net)
-    collector = SinglePathCollector(tf_env, policy, 32)
+    policy = greedy_policy.GreedyPolicy(actor_policy.ActorPolicy(tf_env.time_step_spec(), tf_env.action_spec(), net))
+    collector = SinglePathCollector(tf_env, policy, 20)
     assert not collector.uses_numpy_policy
-    batch = collector.collect()
-    assert batch.action.shape == (2, 32)
-    assert set(np.unique(batch.action.numpy())) <= {0, 1}
+    got = np.concatenate([collector.collect().action.numpy() for _ in range(3)], axis=1)
+
+    def step_by_step(carry_state):
+        env = make_env()
+        time_step, state, actions = env.reset(), policy.get_initial_state(2), []
+        for _ in range(60):
+            step = policy.action(time_step, state if carry_state else policy.get_initial_state(2))
+            actions.append(step.action.numpy())
+            time_step, state = env.step(step.action), step.state
+        return np.stack(actions, axis=1)
+
+    np.testing.assert_array_equal(got, step_by_step(carry_state=True))
+    assert not np.array_equal(got, step_by_step(carry_state=False))
 
 
 def test_unbatched_py_env_and_bad_arguments():
