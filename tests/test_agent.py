@@ -288,18 +288,52 @@ def test_observation_statistics_before_update_normalises_every_batch_with_itself
     assert actor_gap(primed, first_option) > 1e-2
 
 
-def test_recurrent_and_convolutional_networks_fit_the_design():
-    # RNN: state carried along T, reset at FIRST.
-    time_step_spec = ts.time_step_spec(OBS_SPEC)
+def unrolled(net, experience):
+    """[B, T] of a recurrent net's outputs, one step at a time, its state zeroed by hand at each
+    FIRST step (the net itself is told every step is MID, so it resets nothing)."""
+    step_type = experience.step_type.numpy()
+    batch, length = step_type.shape
+    state, outputs = net.get_initial_state(batch), []
+    for t in range(length):
+        first = tf.constant(step_type[:, t] == ts.StepType.FIRST)
+        state = tf.nest.map_structure(
+            lambda s: tf.where(tf.reshape(first, [-1] + [1] * (len(s.shape) - 1)), tf.zeros_like(s), s), state)
+        output, state = net(experience.observation[:, t], step_type=tf.fill([batch], ts.StepType.MID),
+                            network_state=state)
+        outputs.append(output)
+    return outputs
+
+
+def test_recurrent_networks_carry_their_state_along_t_and_reset_it_at_first():
+    """An LSTM actor and critic: the step's mean KL and surrogate improvement equal those of the
+    nets unrolled one step at a time with the state zeroed at episode starts (γ = 0)."""
     actor = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
         OBS_SPEC, CONT_ACTION, input_fc_layer_params=(16,), lstm_size=(8,), output_fc_layer_params=(16,))
     value = value_rnn_network.ValueRnnNetwork(OBS_SPEC, input_fc_layer_params=(16,), lstm_size=(8,),
                                               output_fc_layer_params=(16,))
-    agent = TRPOAgent(time_step_spec, CONT_ACTION, actor, value, tf.keras.optimizers.Adam(1e-3),
-                      normalize_observations=False, value_train_epochs=2)
-    info = agent.train(random_experience(agent, batch_size=2, length=20, seed=6))
-    assert np.isfinite(float(info.loss)) and float(info.extra.kl) <= 0.01 * 1.0001
+    agent = TRPOAgent(ts.time_step_spec(OBS_SPEC), CONT_ACTION, actor, value, tf.keras.optimizers.Adam(1e-3),
+                      normalize_observations=False, value_train_epochs=2, discount_factor=0.0)
+    experience = random_experience(agent, batch_size=2, length=20, seed=6, episode_lengths=(5, 7))
+    old = unrolled(actor, experience)
+    values = np.stack([v.numpy() for v in unrolled(value, experience)], axis=1)
+    info = agent.train(experience).extra
+    assert not bool(info.step_rejected)
+    new = unrolled(actor, experience)
 
+    mask = independent_mask(experience)
+    actions = experience.action
+    kl = np.stack([tfp.distributions.kl_divergence(o, n).numpy() for o, n in zip(old, new)], axis=1)
+    log_ratio = np.stack([n.log_prob(actions[:, t]).numpy() - o.log_prob(actions[:, t]).numpy()
+                          for t, (o, n) in enumerate(zip(old, new))], axis=1)
+    adv = experience.reward.numpy() - values
+    mean = (adv * mask).sum() / mask.sum()
+    adv = (adv - mean) / (np.sqrt((((adv - mean) ** 2) * mask).sum() / mask.sum()) + 1e-8)
+    assert (kl * mask).sum() / mask.sum() == pytest.approx(float(info.kl), rel=1e-3)
+    improvement = ((np.exp(log_ratio) - 1.0) * adv * mask).sum() / mask.sum()
+    assert improvement > 0 and improvement == pytest.approx(float(info.actual_improvement), rel=2e-3, abs=1e-6)
+
+
+def test_convolutional_networks_fit_the_design():
     # CNN on uint8 frames.
     image_spec = tensor_spec.BoundedTensorSpec([16, 16, 2], tf.uint8, 0, 255, "observation")
     actor, value = networks.actor_network(image_spec, DISC_ACTION, (8,), conv_layer_params=((4, 4, 2),)), \
