@@ -107,6 +107,8 @@ def test_float64_step_matches_an_independent_float64_computation_where_float32_d
              for p, a in agents.items()}
     assert error["float64"] < 1e-5, error
     assert error["float32"] > 10 * error["float64"], error
+    # The default float32 step is rounding-limited, not wrong: within 1% of the exact step (~1e-3 here).
+    assert error["float32"] < 1e-2, error
 
 
 @pytest.mark.parametrize("action_spec", [CONT_ACTION, DISC_ACTION], ids=["gaussian", "categorical"])
