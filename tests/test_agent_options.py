@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tf_agents.specs import tensor_spec
 
 from test_advantages import reference_gae
 from test_agent import CONT_ACTION, DISC_ACTION, OBS_SPEC, copy_networks, distribution, independent_mask, make_agent
@@ -112,3 +113,76 @@ def test_log_std_init_sets_the_initial_policy_noise(log_std_init):
     actor = networks.actor_network(OBS_SPEC, CONT_ACTION, (16, 16), log_std_init=log_std_init)
     dist, _ = actor(tf.zeros([5, 11]), step_type=(), network_state=())
     np.testing.assert_allclose(dist.stddev().numpy(), np.exp(log_std_init), rtol=1e-6)
+
+
+def test_debug_and_variable_summaries_are_written_under_the_agents_name(tmp_path):
+    """debug_summaries / summarize_grads_and_vars: the histograms exist under TRPOAgent/ and the
+    advantages' histogram counts exactly the trainable samples."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    agent = make_agent(debug_summaries=True, summarize_grads_and_vars=True)
+    experience = random_experience(agent, batch_size=3, length=40, seed=6)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        agent.train(experience)
+    writer.flush()
+    events = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    for tag in ("TRPOAgent/Debug/advantages", "TRPOAgent/Debug/returns", "TRPOAgent/Debug/values",
+                "TRPOAgent/Debug/actions_0", "TRPOAgent/Debug/policy_gradient_norm",
+                "TRPOAgent/Gradients/policy_gradient", "TRPOAgent/TrustRegion/kl"):
+        assert tag in tags, (tag, sorted(tags))
+    assert sum(t.startswith("TRPOAgent/Variables/") for t in tags) == len(
+        agent._actor_net.trainable_variables + agent._value_net.trainable_variables)
+    histogram = tf.make_ndarray(events.Tensors("TRPOAgent/Debug/advantages")[0].tensor_proto)
+    assert histogram[:, 2].sum() == independent_mask(experience).sum()  # bucket counts
+
+
+def test_a_batch_without_any_advantage_signal_is_a_rejected_step_that_changes_nothing():
+    """All advantages equal (V ≡ 0, rewards ≡ 1, γ = 0): standardised they are 0, the policy gradient is
+    0 and there is no direction; the step is rejected and the actor is left bit for bit as it was."""
+    agent = make_agent(discount_factor=0.0, value_train_epochs=0)
+    for variable in agent._value_net.variables:
+        variable.assign(tf.zeros_like(variable))
+    experience = random_experience(agent, batch_size=3, length=40, seed=7)
+    experience = experience._replace(reward=tf.ones_like(experience.reward))
+    before = [v.numpy().copy() for v in agent._actor_net.variables]
+    info = agent.train(experience).extra
+    assert bool(info.step_rejected) and float(info.kl) == 0.0
+    for old, variable in zip(before, agent._actor_net.variables):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+def test_vine_experience_refuses_weights():
+    from tftrpo import VineExperience
+
+    agent = make_agent(DISC_ACTION)
+    experience = VineExperience(observation=tf.zeros([4, 11]), action=tf.zeros([4, 2], tf.int64),
+                                q_value=tf.zeros([4, 2]), all_actions=tf.constant(False))
+    with pytest.raises(ValueError, match="weights are not supported with vine experience"):
+        agent.train(experience, weights=tf.ones([4]))
+
+
+@pytest.mark.parametrize("kind", ["mujoco", "atari"])
+def test_the_papers_appendix_e_networks(kind):
+    """MuJoCo: one tanh hidden layer of 50 (30 for Swimmer); Atari: two 16-channel 4×4 stride-2
+    convolutions and 20 hidden units, ReLU."""
+    if kind == "mujoco":
+        obs_spec = tensor_spec.TensorSpec([11], tf.float32)
+        actor, value = networks.paper_mujoco_networks(obs_spec, CONT_ACTION, hidden_units=30)
+        observation = tf.zeros([2, 11])
+    else:
+        obs_spec = tensor_spec.BoundedTensorSpec([84, 84, 4], tf.uint8, 0, 255)
+        actor, value = networks.paper_atari_networks(obs_spec, DISC_ACTION)
+        observation = tf.zeros([2, 84, 84, 4], tf.uint8)
+    for net in (actor, value):
+        net.create_variables(obs_spec)
+        kernels = [v.shape.as_list() for v in net.trainable_variables if "kernel" in v.name]
+        if kind == "mujoco":
+            assert kernels[0] == [11, 30] and len(kernels) == 2  # one hidden layer, then the head
+        else:
+            # 84 → 41 → 19 pixels a side (4×4 kernels, stride 2, no padding)
+            assert kernels[:3] == [[4, 4, 4, 16], [4, 4, 16, 16], [19 * 19 * 16, 20]] and len(kernels) == 4
+    output, _ = actor(observation, step_type=(), network_state=())
+    assert output.sample().shape == ((2, 3) if kind == "mujoco" else (2,))

@@ -171,7 +171,8 @@ class TRPOAgent(tf_agent.TFAgent):
         `train()` takes ~0.7× the time (each new batch shape compiles once).
         False runs them as plain TF graphs (for ops or optimizers XLA lacks).
       debug_summaries: write histograms (advantages, returns, values, actions).
-      summarize_grads_and_vars: write gradient and variable histograms.
+      summarize_grads_and_vars: write histograms of the policy gradient (flat, before
+        CG) and of the actor's and critic's variables.
       train_step_counter: counter incremented by each `train` call.
       name: the agent's name scope (summaries are written under it).
     """
@@ -741,6 +742,7 @@ class TRPOAgent(tf_agent.TFAgent):
                     tf.summary.histogram(f"Debug/actions_{i}", a, step=step)
                 tf.summary.scalar("Debug/policy_gradient_norm", tf.norm(gradient), step=step)
             if self.summarize_grads_and_vars:
+                tf.summary.histogram("Gradients/policy_gradient", gradient, step=step)
                 for var in self._actor_net.trainable_variables + self._value_net.trainable_variables:
                     tf.summary.histogram(f"Variables/{var.name.replace(':', '_')}", var, step=step)
 
