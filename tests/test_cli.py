@@ -306,3 +306,16 @@ def test_resuming_envs_that_cannot_be_snapshotted_says_so(tmp_path):
     resumed = cli("train", "--run-dir", str(run_dir), "--resume", "--steps", "512", cwd=tmp_path)
     assert "FrozenLake-v1's envs cannot be snapshotted" in resumed.stderr, resumed.stderr[-2000:]
     assert len(progress(run_dir)) == 4
+
+
+def test_play_refuses_what_is_not_an_export(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_metadata = cli("play", str(empty), cwd=tmp_path, check=False)
+    assert no_metadata.returncode == 2 and "tftrpo_run.json not found; pass --env" in no_metadata.stderr
+    no_model = cli("play", str(empty), "--env", "CartPole-v1", cwd=tmp_path, check=False)
+    assert no_model.returncode == 2 and "tftrpo-play: error:" in no_model.stderr
+    assert "is not a SavedModel directory (no saved_model.pb)" in no_model.stderr
+    assert "Traceback" not in no_model.stderr, no_model.stderr[-2000:]
+    episodes = cli("play", str(empty), "--episodes", "0", cwd=tmp_path, check=False)
+    assert episodes.returncode == 2 and "--episodes must be >= 1" in episodes.stderr
