@@ -311,6 +311,7 @@ def unrolled(net, experience):
 def test_recurrent_networks_carry_their_state_along_t_and_reset_it_at_first():
     """An LSTM actor and critic: the step's mean KL and surrogate improvement equal those of the
     nets unrolled one step at a time with the state zeroed at episode starts (γ = 0)."""
+    tf.keras.utils.set_random_seed(0)  # the same weights whatever ran before (Keras seeds from Python's random)
     actor = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
         OBS_SPEC, CONT_ACTION, input_fc_layer_params=(16,), lstm_size=(8,), output_fc_layer_params=(16,))
     value = value_rnn_network.ValueRnnNetwork(OBS_SPEC, input_fc_layer_params=(16,), lstm_size=(8,),

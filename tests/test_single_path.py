@@ -147,7 +147,7 @@ def test_recurrent_policy_state_is_carried_through_the_rollout():
     across collects, and reset at episode starts: its greedy actions equal those of a
     step-by-step TF-Agents loop that passes the state along, and differ from a loop that
     does not (so the state matters to them)."""
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)  # Keras draws the LSTM's initializer seeds from Python's random
 
     def make_env():  # 12-step episodes: resets inside every batch
         return tf_py_environment.TFPyEnvironment(load_batched("CartPole-v1", 2, seed=0, max_episode_steps=12))
