@@ -69,8 +69,9 @@ def generalized_advantage_estimation(
     the env's discount, 1 by default, on truncation or mid-episode), and
     Â_t = δ_t + γλ·d_t·c_t·Â_{t+1}, where c_t = 0 when the episode ended after a_t
     (either way) so that no advantage leaks across episodes: the per-step discount γ·d_t
-    of δ_t also decays the trace, as in TF-Agents' `generalized_advantage_estimation`. Returns [B, T] advantages; the last column (no successor) is 0 and
-    entries of boundary steps are meaningless: weight them with `training_mask`.
+    of δ_t also decays the trace, as in TF-Agents' `generalized_advantage_estimation`.
+    Returns [B, T] advantages; the last column (no successor) is 0 and entries of
+    boundary steps are meaningless: weight them with `training_mask`.
     """
     rewards = tf.convert_to_tensor(rewards, tf.float32)
     values = tf.convert_to_tensor(values, tf.float32)

@@ -9,9 +9,8 @@ A run directory holds config.json, TensorBoard logs (tensorboard/), checkpoints
 (checkpoints/, written by TF-Agents' Checkpointer every --checkpoint-interval iterations
 and at the end, each with a run-state-N.pkl of the envs' and sampler's state, so that
 --resume continues bit for bit where env_state can snapshot the envs), progress.csv and
-learning_curve.png. At the end the
-greedy policy is exported with PolicySaver to savedmodels/<run>/ (observation
-normalisation included).
+learning_curve.png. At the end the greedy policy is exported with PolicySaver to
+savedmodels/<run>/ (observation normalisation included).
 """
 import argparse
 import csv

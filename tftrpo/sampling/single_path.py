@@ -149,8 +149,8 @@ class SinglePathCollector:
                 envs = env_state.snapshot_environment(self._py_env)
             except (env_state.UnsupportedEnvError, TypeError):
                 pass
-        rng = None if self._numpy_policy is None else self._numpy_policy.generator.bit_generator.state
-        return {"envs": envs, "policy_rng": copy.deepcopy(rng), "collects": self._collects,
+        rng = None if self._numpy_policy is None else self._numpy_policy.generator.bit_generator.state  # a new dict
+        return {"envs": envs, "policy_rng": rng, "collects": self._collects,
                 "episodes": copy.deepcopy(self._episodes)}
 
     def set_state(self, state: dict) -> None:
@@ -159,7 +159,7 @@ class SinglePathCollector:
             env_state.restore_environment(self._py_env, state["envs"])
         if state["policy_rng"] is not None and self._numpy_policy is not None:
             self._numpy_policy.generator.bit_generator.state = copy.deepcopy(state["policy_rng"])
-        self._collects = state.get("collects", 0)
+        self._collects = state["collects"]
         self._episodes = copy.deepcopy(state["episodes"])
 
     # ------------------------------------------------------------ the rollout

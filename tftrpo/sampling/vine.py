@@ -145,18 +145,17 @@ class VineCollector:
         """What the next `collect()` depends on besides the policy's weights, picklable: the
         trunk env (a snapshot), its current time step and episode, the noise generator and
         the recent episodes. (Each branch env is restored from a trunk snapshot before use.)"""
-        return copy.deepcopy({"trunk": env_state.snapshot(self._trunk_env), "time_step": self._time_step,
-                              "episode": (self._episode_return, self._episode_length),
-                              "rng": self._rng.bit_generator.state, "recent": self._recent})
+        return {"trunk": env_state.snapshot(self._trunk_env),  # a copy already
+                "time_step": copy.deepcopy(self._time_step), "episode": (self._episode_return, self._episode_length),
+                "rng": self._rng.bit_generator.state, "recent": copy.deepcopy(self._recent)}
 
     def set_state(self, state: dict) -> None:
-        """Continues from a `get_state()` of a collector built the same way."""
-        state = copy.deepcopy(state)
+        """Continues from a `get_state()` of a collector built the same way (`state` stays reusable)."""
         env_state.restore(self._trunk_env, state["trunk"])
-        self._time_step = state["time_step"]
+        self._time_step = copy.deepcopy(state["time_step"])
         self._episode_return, self._episode_length = state["episode"]
         self._rng.bit_generator.state = state["rng"]
-        self._recent = state["recent"]
+        self._recent = copy.deepcopy(state["recent"])
 
     @property
     def actions_per_state(self) -> int:
