@@ -40,6 +40,12 @@ The variants:
                   shared Keras `Orthogonal` made each hidden layer's draw the start of the next's),
                   relabelled (see their "note"). Historical: no flag reproduces it, so it is never
                   run; its code is any commit before 8363502 (the "git" of each JSON).
+  tftrpo-oldrng   the preset's seeds 0-2, as first run (commit 95e64eb, stop 25): the same
+                  algorithm and flags, but made before exact resume (commit fab9bc3) changed which
+                  random numbers a run draws (stateless minibatch orders, evaluations seeded per
+                  iteration), so today's code does not repeat them. Relabelled when seeds 0-2 were
+                  rerun on today's code (declared in bench/README, 2026-12-06; see their "note").
+                  Historical: never run.
   tftrpo-primeobs  stop 23's test: only the first batch joins the statistics before its update.
   tftrpo-cg100    the preset with `--cg-iters 100`: a near-converged CG solve instead of
                   rl-zoo3's 25 iterations. A diagnostic, not a matched setting: it asks whether
@@ -78,9 +84,10 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)  # tftrpo, imported where needed (it loads TensorFlow)
 OUT = os.path.join(HERE, "results", "returns")
 ENVS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"]
-VARIANTS = ("tftrpo", "tftrpo-statsafter", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit",
+VARIANTS = ("tftrpo", "tftrpo-oldrng", "tftrpo-statsafter", "tftrpo-sharedinit", "tftrpo-tfloop", "tftrpo-paperkl", "tftrpo-tfainit",
             "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst", "sb3")
-LABELS = {"tftrpo": "tftrpo", "tftrpo-statsafter": "tftrpo, statistics after each update (the preset before stop 25)",
+LABELS = {"tftrpo": "tftrpo", "tftrpo-oldrng": "tftrpo, random streams before exact resume (seeds 0-2's first draw)",
+          "tftrpo-statsafter": "tftrpo, statistics after each update (the preset before stop 25)",
           "tftrpo-sharedinit": "tftrpo, before the init fix",
           "tftrpo-tfloop": "tftrpo, TF-loop collection", "tftrpo-paperkl": "tftrpo, δ on the whole KL",
           "tftrpo-tfainit": "tftrpo, TF-Agents' init", "tftrpo-cg100": "tftrpo, CG 100 (diagnostic)",
@@ -88,7 +95,8 @@ LABELS = {"tftrpo": "tftrpo", "tftrpo-statsafter": "tftrpo, statistics after eac
           "tftrpo-statsfirst": "tftrpo, each batch in its statistics before its update (stop 25's test; the preset since)",
           "sb3": "sb3-contrib"}
 # Variants that are a record of earlier code, not something this code can run.
-HISTORICAL = {"tftrpo-sharedinit": "the commits before 8363502 (the hidden-layer init fix)"}
+HISTORICAL = {"tftrpo-sharedinit": "the commits before 8363502 (the hidden-layer init fix)",
+              "tftrpo-oldrng": "the commits before fab9bc3 (exact resume), whose runs drew other random numbers"}
 # Variants that answer one question, or that record an earlier preset beside the current one:
 # run only when named in --variants.
 DIAGNOSTIC = {"tftrpo-statsafter", "tftrpo-cg100", "tftrpo-primeobs", "tftrpo-statsfirst"}
@@ -211,7 +219,7 @@ def report():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"tftrpo": "tab:orange", "tftrpo-statsafter": "tab:cyan", "tftrpo-sharedinit": "tab:gray", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
+    colors = {"tftrpo": "tab:orange", "tftrpo-statsafter": "tab:cyan", "tftrpo-sharedinit": "tab:gray", "tftrpo-oldrng": "gold", "tftrpo-tfloop": "tab:red", "tftrpo-paperkl": "tab:purple",
               "tftrpo-tfainit": "tab:green", "tftrpo-cg100": "tab:brown", "tftrpo-primeobs": "tab:pink",
               "tftrpo-statsfirst": "tab:olive",
               "sb3": "tab:blue"}
