@@ -118,7 +118,7 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_bit_for_bit(tmp_path, sampl
         cwd=tmp_path)
     stopped_at = len(progress(split))
     resumed = cli("train", "--run-dir", str(split), "--resume", "--steps", str(budget), cwd=tmp_path)
-    assert "no saved env and sampler state" not in resumed.stderr
+    assert "no saved env and sampler state" not in resumed.stderr and "cannot be snapshotted" not in resumed.stderr
 
     expected, got = progress(whole), progress(split)
     assert 2 <= stopped_at < len(got) == len(expected)

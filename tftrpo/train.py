@@ -288,11 +288,11 @@ def run(args) -> dict:
                   "tftrpo): the run continues, with its episodes restarted", file=sys.stderr, flush=True)
         else:
             try:
-                collector.set_state(state["collector"])
+                envs_restored = collector.set_state(state["collector"])
             except (ValueError, TypeError, KeyError) as e:
                 raise UsageError(f"cannot restore the envs' and sampler's state saved with the checkpoint in "
                                  f"{ckpt_dir} ({type(e).__name__}: {e})")
-            if state["collector"].get("envs", True) is None:
+            if not envs_restored:
                 print(f"tftrpo-train: {env_id}'s envs cannot be snapshotted (tftrpo.sampling.env_state): they "
                       "restart their episodes from the run's seeds, so this resumed run is not bit for bit the "
                       "uninterrupted one", file=sys.stderr, flush=True)

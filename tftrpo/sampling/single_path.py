@@ -153,14 +153,17 @@ class SinglePathCollector:
         return {"envs": envs, "policy_rng": rng, "collects": self._collects,
                 "episodes": copy.deepcopy(self._episodes)}
 
-    def set_state(self, state: dict) -> None:
-        """Continues from a `get_state()` of a collector built the same way."""
+    def set_state(self, state: dict) -> bool:
+        """Continues from a `get_state()` of a collector built the same way. Returns whether the
+        envs were restored too (False: they could not be snapshotted and restart their episodes,
+        so collection does not repeat the uninterrupted run's)."""
         if state["envs"] is not None:
             env_state.restore_environment(self._py_env, state["envs"])
         if state["policy_rng"] is not None and self._numpy_policy is not None:
             self._numpy_policy.generator.bit_generator.state = copy.deepcopy(state["policy_rng"])
         self._collects = state["collects"]
         self._episodes = copy.deepcopy(state["episodes"])
+        return state["envs"] is not None
 
     # ------------------------------------------------------------ the rollout
     def _numpy_time_step(self, fn, *args):

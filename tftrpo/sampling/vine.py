@@ -149,13 +149,16 @@ class VineCollector:
                 "time_step": copy.deepcopy(self._time_step), "episode": (self._episode_return, self._episode_length),
                 "rng": self._rng.bit_generator.state, "recent": copy.deepcopy(self._recent)}
 
-    def set_state(self, state: dict) -> None:
-        """Continues from a `get_state()` of a collector built the same way (`state` stays reusable)."""
+    def set_state(self, state: dict) -> bool:
+        """Continues from a `get_state()` of a collector built the same way (`state` stays
+        reusable). Returns True, as `SinglePathCollector.set_state` does when its envs are
+        restored: vine's trunk env is always snapshotted (vine needs it)."""
         env_state.restore(self._trunk_env, state["trunk"])
         self._time_step = copy.deepcopy(state["time_step"])
         self._episode_return, self._episode_length = state["episode"]
         self._rng.bit_generator.state = state["rng"]
         self._recent = copy.deepcopy(state["recent"])
+        return True
 
     @property
     def actions_per_state(self) -> int:
