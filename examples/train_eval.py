@@ -3,7 +3,8 @@
     python examples/train_eval.py --env CartPole-v1 --steps 60000
     python examples/train_eval.py --env InvertedPendulum-v5 --steps 60000
 
-Every piece is TF-Agents' own: a `TFPyEnvironment` over two Gymnasium envs, a
+Every piece but the environments is TF-Agents' own: a `TFPyEnvironment` over tftrpo's batch
+of two Gymnasium envs (`tftrpo.envs.load_batched`), a
 `DynamicStepDriver` writing into a `TFUniformReplayBuffer`, `gather_all()` into
 `agent.train`, a `Checkpointer`, TensorBoard summaries and a `PolicySaver` export.
 `tftrpo-train` is the full command-line tool; this file shows the moving parts.
