@@ -83,7 +83,7 @@ class TRPOConfig:
     # XLA for the value net's minibatch regression and the conjugate-gradient solve: the same
     # update, rounded differently, and train() ~0.7x the time on CPU. `--no-jit-compile` skips
     # the compiles (0.2 s of a Hopper run's first iteration on a quiet machine, ~1 s on a busy
-    # one) and their 66 MiB of peak resident memory (bench/memory.py).
+    # one) and their 64 MiB of peak resident memory (bench/memory.py, memory_stop30).
     jit_compile: bool = True
 
     def agent_kwargs(self) -> Dict:
