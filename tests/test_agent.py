@@ -384,6 +384,47 @@ def test_mismatched_experience_shapes_are_rejected():
         agent.train(tf.nest.map_structure(lambda t: t[:, :1], experience))
 
 
+@pytest.mark.parametrize("field", ["observation", "action", "reward", "discount"])
+@pytest.mark.parametrize("statistics_before_update", [True, False])
+def test_a_refused_non_finite_batch_changes_nothing(field, statistics_before_update):
+    """A batch refused for NaN or Inf leaves every variable of the agent as it was: the
+    observation and reward statistics, the networks, the optimizer and the train step. (The
+    refusal used to come after the statistics and the counter had taken the batch, and a NaN
+    observation then made every later action NaN.)"""
+    agent = make_agent(normalize_observations=True, normalize_rewards=True,
+                       observation_statistics_before_update=statistics_before_update)
+    agent.train(random_experience(agent, seed=8))
+    before = [v.numpy().copy() for v in agent.variables]
+    experience = random_experience(agent, seed=9)
+    bad = getattr(experience, field).numpy()
+    bad[1, 5] = np.nan if field != "observation" else np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"experience.{field} contains NaN or Inf"):
+        agent.train(experience._replace(**{field: tf.constant(bad)}))
+    for variable, old in zip(agent.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
+    info = agent.train(experience)  # and the agent trains on as before
+    assert np.isfinite(float(info.loss)) and int(agent.train_step_counter.numpy()) == 2
+
+
+def test_weights_of_another_shape_are_refused_and_nan_weights_change_nothing():
+    agent = make_agent(normalize_observations=True)
+    experience = random_experience(agent, batch_size=3, length=40, seed=9)
+    for shape in ([4], [3, 39], [3, 40, 1]):
+        with pytest.raises(ValueError, match=r"weights must be a scalar, \[B\] \(per row\) or \[B, T\]"):
+            agent.train(experience, weights=tf.ones(shape))
+    before = [v.numpy().copy() for v in agent.variables]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="weights contains NaN or Inf"):
+        agent.train(experience, weights=tf.constant([1.0, np.nan, 1.0]))
+    for variable, old in zip(agent.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
+    # A scalar weight is every row's and a [B, T] of ones is no weighting: the same update.
+    scaled, plain = make_agent(), make_agent()
+    copy_networks(plain, scaled)
+    scaled_info = scaled.train(experience, weights=tf.constant(2.0))
+    plain_info = plain.train(experience, weights=tf.ones([3, 40]))
+    assert float(scaled_info.extra.kl) == pytest.approx(float(plain_info.extra.kl), rel=1e-4)
+
+
 def test_nan_rewards_raise_a_clear_error():
     agent = make_agent()
     experience = random_experience(agent, seed=9)

@@ -1,6 +1,6 @@
 """TRPOAgent's options inside one `train` call, against a NumPy account of the same update.
 
-`test_agent.py` checks the step itself with γ = 0; here GAE(γ, λ), per-row weights, advantage
+`test_agent.py` checks the step itself with γ = 0; here GAE(γ, λ), per-row and per-step weights, advantage
 standardisation on or off, entropy regularisation, reward scaling and the line-search shrink are
 wired through a whole `train`, and every diagnostic of `TRPOLossInfo` is recomputed in NumPy
 from the networks before and after the step.
@@ -23,6 +23,8 @@ CASES = {
     "gae": dict(),
     "raw-advantages-entropy-bonus": dict(normalize_advantages=False, entropy_regularization=0.05),
     "row-weights": dict(weights=np.array([1.0, 0.0, 0.5], np.float32)),
+    "step-weights": dict(weights=np.where(np.random.default_rng(5).uniform(size=(3, 40)) < 0.3, 0.0,
+                                          np.random.default_rng(6).uniform(0.5, 1.5, size=(3, 40))).astype(np.float32)),
     "reward-scaling": dict(normalize_rewards=True),
     "large-region-shrink-0.5": dict(max_kl=200.0, line_search_shrink=0.5, line_search_max_backtracks=20),
 }
@@ -53,7 +55,7 @@ def test_one_update_matches_its_numpy_account(case, action_spec):
     assert not bool(info.step_rejected)
     new = distribution(agent, experience)
 
-    mask = independent_mask(experience) * (1.0 if weights is None else weights[:, None])
+    mask = independent_mask(experience) * (1.0 if weights is None else weights if weights.ndim == 2 else weights[:, None])
     advantages = reference_gae(rewards, values, experience.discount.numpy(), experience.next_step_type.numpy(),
                                GAMMA, LAMBDA)
     returns = advantages + values

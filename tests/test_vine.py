@@ -657,6 +657,33 @@ def test_vine_update_primes_observation_statistics_like_the_single_path_update()
     np.testing.assert_allclose(got_var, both.var(0), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("field", ["observation", "q_value"])
+def test_a_refused_non_finite_rollout_set_changes_nothing(field):
+    """A vine rollout set refused for NaN leaves the agent's variables (statistics, actor, train
+    step) as they were, and the agent trains on."""
+    rng = np.random.default_rng(3)
+    n, k = 12, 3
+    agent = make_agent(tabular_factory(0), normalize_observations=True)
+
+    def rollout_set():
+        return VineExperience(
+            tf.constant(np.eye(NUM_STATES, dtype=np.float32)[rng.integers(0, TERMINAL, size=n)] * 4.0 + 1.0),
+            tf.constant(rng.integers(0, NUM_ACTIONS, size=(n, k)), tf.int64),
+            tf.constant(rng.normal(size=(n, k)).astype(np.float32)), tf.constant(False))
+
+    agent.train(rollout_set())
+    before = [v.numpy().copy() for v in agent.variables]
+    good = rollout_set()
+    bad = getattr(good, field).numpy()
+    bad[2, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"vine experience {field} contains NaN"):
+        agent.train(good._replace(**{field: tf.constant(bad)}))
+    for variable, old in zip(agent.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
+    agent.train(good)
+    assert int(agent.train_step_counter.numpy()) == 2
+
+
 def test_vine_update_adds_every_rollout_set_before_its_step_with_the_option():
     """observation_statistics_before_update on vine rollout sets: each step equals a plain agent's
     step on the states normalised in NumPy with every set so far, this one included."""

@@ -94,10 +94,36 @@ def minibatch_orders(weights, epochs: int, size: int, seed=None):
     return tf.concat([tf.argsort(keys, axis=1, stable=True), tf.fill([epochs, size], num - 1)], axis=1)
 
 
-def _check_finite(nest, what: str):
-    for i, t in enumerate(tf.nest.flatten(nest)):
-        if t.dtype.is_floating:
-            tf.debugging.assert_all_finite(t, f"TRPOAgent.train: {what} contains NaN or Inf (leaf {i})")
+def _checked_finite(experience, fields, what: str, **extra):
+    """`experience` (a namedtuple) whose `fields`, and the tensors `extra`, come out only once every
+    floating leaf of all of them is finite (`tf.debugging.check_numerics`); returns (experience,
+    extra). An update that computes from what this returns raises on NaN or Inf before it changes
+    any state (observation and reward statistics, networks, train step), so a refused batch leaves
+    the agent as it was; assertions whose results went unused would not hold those changes back."""
+    named = {**{what + f: getattr(experience, f) for f in fields}, **extra}
+    checks = [tf.debugging.check_numerics(t, f"TRPOAgent.train: {name} contains NaN or Inf (leaf {i})")
+              for name, nest in named.items() for i, t in enumerate(tf.nest.flatten(nest)) if t.dtype.is_floating]
+    with tf.control_dependencies(checks):
+        passed = {name: tf.nest.map_structure(tf.identity, nest) for name, nest in named.items()}
+    return experience._replace(**{f: passed[what + f] for f in fields}), {k: passed[k] for k in extra}
+
+
+def _step_weights(weights, step_type) -> tf.Tensor:
+    """`train`'s `weights` as a [B, T] float tensor: None (all 1), a scalar, one per row ([B]) or
+    one per step ([B, T]). Each step's terms in the surrogate, the mean KL, the advantage
+    statistics and the value loss are weighted by it (rows or steps of weight 0 drop out)."""
+    shape = tf.shape(step_type)
+    if weights is None:
+        return tf.ones(shape, tf.float32)
+    weights = tf.cast(weights, tf.float32)
+    rank = weights.shape.rank
+    if rank is None or rank > 2 or any(w is not None and s is not None and w not in (1, s) for w, s in zip(
+            weights.shape.as_list(), step_type.shape.as_list())):
+        raise ValueError(f"TRPOAgent.train: weights must be a scalar, [B] (per row) or [B, T] (per step) for "
+                         f"experience of outer shape {step_type.shape.as_list()}; got shape {weights.shape}")
+    if rank == 1:
+        weights = weights[:, None]
+    return tf.broadcast_to(weights, shape)
 
 
 @gin.configurable
@@ -299,7 +325,7 @@ class TRPOAgent(tf_agent.TFAgent):
         batched_spec = tensor_spec.add_outer_dims_nest(self.collect_data_spec, (None, None))
         self._update = common.function(
             self._update_fn,
-            input_signature=(batched_spec, tf.TensorSpec([None], tf.float32)),
+            input_signature=(batched_spec, tf.TensorSpec([None, None], tf.float32)),
             autograph=False,
         )
         self._vine_update = common.function(
@@ -472,19 +498,15 @@ class TRPOAgent(tf_agent.TFAgent):
                 f"TRPOAgent.train: experience must have at least 2 time steps per row (got T={time_dim}); "
                 "the last step of each row only provides the bootstrap value."
             )
-        batch_size = tf.shape(experience.step_type)[0]
-        if weights is None:
-            weights = tf.ones([batch_size], tf.float32)
-        else:
-            weights = tf.broadcast_to(tf.cast(weights, tf.float32), [batch_size])
-        return self._update(experience, weights)
+        return self._update(experience, _step_weights(weights, experience.step_type))
 
     def _update_fn(self, experience, weights):
         """One TRPO iteration on a [B, T] batch; compiled once by `tf.function`."""
-        _check_finite(experience.reward, "experience.reward")
-        _check_finite(experience.observation, "experience.observation")
+        experience, checked = _checked_finite(
+            experience, ("step_type", "observation", "action", "reward", "discount"), "experience.", weights=weights)
+        weights = checked["weights"]
         step_types = experience.step_type
-        mask = advantages_lib.training_mask(step_types) * weights[:, None]
+        mask = advantages_lib.training_mask(step_types) * weights
         primed = self._prime_normalizer(experience.observation, outer_dims=[0, 1])
         observations = self._normalize(experience.observation)
 
@@ -525,7 +547,8 @@ class TRPOAgent(tf_agent.TFAgent):
         explained_variance = _explained_variance(values, returns, mask)
 
         self._update_normalizer(experience.observation, [0, 1], primed)
-        self.train_step_counter.assign_add(1)
+        with tf.control_dependencies([value_loss, result.kl]):  # after the checks, which these follow
+            self.train_step_counter.assign_add(1)
 
         extra = TRPOLossInfo(
             kl=result.kl,
@@ -610,8 +633,7 @@ class TRPOAgent(tf_agent.TFAgent):
 
     def _vine_update_fn(self, experience):
         """One TRPO iteration on a vine rollout set (Section 5.2); compiled once."""
-        _check_finite(experience.q_value, "vine experience q_value")
-        _check_finite(experience.observation, "vine experience observation")
+        experience, _ = _checked_finite(experience, ("observation", "action", "q_value"), "vine experience ")
         num_states = tf.shape(experience.q_value)[0]
         # Each rollout-set state is a length-1 sequence starting an episode.
         step_types = tf.fill([num_states, 1], tf.cast(ts.StepType.FIRST, tf.int32))
@@ -654,7 +676,8 @@ class TRPOAgent(tf_agent.TFAgent):
         result, surrogate_after, gradient = self._natural_gradient_step(
             surrogate_and_kl, distribution_fn, old_distribution, kl_of)
         self._update_normalizer(experience.observation, [0], primed)
-        self.train_step_counter.assign_add(1)
+        with tf.control_dependencies([result.kl]):  # after the checks, which it follows
+            self.train_step_counter.assign_add(1)
         zero = tf.constant(0.0)
         extra = TRPOLossInfo(
             kl=result.kl, expected_improvement=result.expected_improvement,
