@@ -28,7 +28,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["tftrpo", "tftrpo.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "video": ["imageio-ffmpeg"]},  # video: tftrpo-play --video x.mp4
     entry_points={
         "console_scripts": [
             "tftrpo-train=tftrpo.train:main",

@@ -1,5 +1,6 @@
 """tftrpo-train / tftrpo-play end to end, in subprocesses, on a short budget."""
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -319,3 +321,31 @@ def test_play_refuses_what_is_not_an_export(tmp_path):
     assert "Traceback" not in no_model.stderr, no_model.stderr[-2000:]
     episodes = cli("play", str(empty), "--episodes", "0", cwd=tmp_path, check=False)
     assert episodes.returncode == 2 and "--episodes must be >= 1" in episodes.stderr
+
+
+def test_play_refuses_another_envs_policy_and_unwritable_videos(tmp_path):
+    shipped = os.path.join(REPO, "savedmodels", "InvertedPendulum-v5-shipped")
+    other_env = cli("play", shipped, "--env", "Hopper-v5", "--episodes", "1", cwd=tmp_path, check=False)
+    assert other_env.returncode == 2 and "Traceback" not in other_env.stderr, other_env.stderr[-2000:]
+    assert "the policy takes observations of shape [4] and dtype float32, but the env gives [11]" in other_env.stderr
+    avi = cli("play", shipped, "--video", "x.avi", cwd=tmp_path, check=False)
+    assert avi.returncode == 2 and "must end in .gif or .mp4" in avi.stderr
+    if importlib.util.find_spec("imageio_ffmpeg") is None:  # the `video` extra is not installed
+        mp4 = cli("play", shipped, "--video", "x.mp4", cwd=tmp_path, check=False)
+        assert mp4.returncode == 2 and 'pip install "tftrpo[video]"' in mp4.stderr
+        assert not (tmp_path / "x.mp4").exists()
+
+
+def test_video_gif_frames_last_a_thirtieth_of_a_second(tmp_path):
+    from PIL import Image
+    from tftrpo.play import write_video
+
+    frames = [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(5)]
+    write_video(str(tmp_path / "v.GIF"), frames)
+    with Image.open(tmp_path / "v.GIF") as gif:
+        assert gif.n_frames == 5
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert durations == [30] * 5  # 1/30 s in GIF's centiseconds

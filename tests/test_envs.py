@@ -1,5 +1,8 @@
 """Gymnasium -> TF-Agents env layer, checked against real gymnasium envs."""
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -132,6 +135,16 @@ def test_space_conversion_and_unsupported_spaces():
         GymnasiumEnvironment(_TinyEnv(box, gym.spaces.MultiBinary(3)))
 
 
+def test_older_atari_ids_are_known_before_anything_registers_ale():
+    """tftrpo-train checks ids before TensorFlow (whose tf_agents import registers ale_py's envs)
+    loads: the pre-ALE/ ids must be found then too, in a fresh process."""
+    code = ("from tftrpo.envs import registry; registry.check_env_id('PongNoFrameskip-v4'); "
+            "print(registry.family('PongNoFrameskip-v4'), registry.family('Breakout-v4'))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['atari', 'atari']
+
+
 def test_unknown_env_id_suggests_close_match():
     with pytest.raises(ValueError, match="'Hoper-v5'.*Hopper-v5"):
         load('Hoper-v5')
@@ -186,8 +199,8 @@ def test_batched_gymnasium_env_equals_tf_agents_batching(env_id, num_envs):
             np.testing.assert_array_equal(g, w)
         np.testing.assert_array_equal(ours.current_time_step().observation, got.observation)
         pairs.extend(zip(got.step_type.tolist(), got.discount.tolist()))
-        for mine, theirs in zip(ours.envs, reference.envs):  # each env's latest gymnasium info
-            tf.nest.map_structure(np.testing.assert_array_equal, mine.get_info(), theirs.get_info())
+        for mine, theirs in zip(ours.get_info(), reference.envs):  # each env's latest gymnasium info
+            tf.nest.map_structure(np.testing.assert_array_equal, mine, theirs.get_info())
     types = [t for t, _ in pairs]
     assert types.count(FIRST) >= 4 and types.count(LAST) >= 4
     nine = float(np.float32(0.9))

@@ -92,14 +92,12 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         discount: float = 1.0,
         seed: Optional[int] = None,
         clip_actions: bool = True,
-        render_kwargs: Optional[Dict[str, Any]] = None,
     ):
         super().__init__(handle_auto_reset=True)
         self._env = gym_env
         self._discount = np.float32(discount)
         self._seed = seed
         self._clip_actions = clip_actions
-        self._render_kwargs = dict(render_kwargs or {})
         self._observation_spec = spec_from_space(gym_env.observation_space, 'observation')
         self._action_spec = spec_from_space(gym_env.action_space, 'action')
         self._info: Dict[str, Any] = {}
@@ -174,13 +172,14 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
         return bool(current_time_step.step_type == _LAST)
 
     def render(self, mode: str = 'rgb_array'):
-        """Calls `gym_env.render()`; the mode is fixed at `gymnasium.make` time."""
+        """Calls `gym_env.render()`; the mode (and, for MuJoCo, `width`/`height`) is fixed at
+        `gymnasium.make` time, as Gymnasium's `render()` takes no arguments."""
         if self._env.render_mode is None:
             raise ValueError(
                 'The gymnasium env was made without a render_mode; ' "create it with render_mode='rgb_array'."
             )
         del mode
-        return self._env.render(**self._render_kwargs)
+        return self._env.render()
 
     def close(self) -> None:
         self._env.close()

@@ -14,7 +14,9 @@ def _register_atari() -> None:
 
 
 def _spec(env_id: str) -> Optional[gym.envs.registration.EnvSpec]:
-    if env_id not in gym.registry and env_id.startswith('ALE/'):
+    """The id's spec, registering ale_py's envs first if the id is not known yet: the ALE/ ids and
+    the older ones (PongNoFrameskip-v4, Pong-v4, …) exist only once ale_py is registered."""
+    if env_id not in gym.registry:
         _register_atari()
     return gym.registry.get(env_id)
 
@@ -36,8 +38,7 @@ def family(env_id: str) -> str:
 
 def check_env_id(env_id: str) -> None:
     """Raises ValueError naming `env_id` and close matches if it is not registered."""
-    if _spec(env_id) is None:
-        _register_atari()  # so that ALE ids can be suggested too
+    if _spec(env_id) is None:  # (ale_py's ids are registered by now, so they can be suggested too)
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         hint = f' Did you mean: {", ".join(close)}?' if close else ''
         raise ValueError(f'Unknown gymnasium env id {env_id!r}.{hint}')
