@@ -195,6 +195,11 @@ def test_restore_into_a_different_env_fails():
     state = env_state.snapshot(load('CartPole-v1', seed=0))
     with pytest.raises(ValueError, match='cannot be restored'):
         env_state.restore(load('Pendulum-v1', seed=0), state)
+    # Two Atari games share their wrapper chain; the snapshot knows its game.
+    pong = load('ALE/Pong-v5', seed=0)
+    pong.reset()
+    with pytest.raises(ValueError, match=r"snapshot of game \('pong', .*cannot be restored into \('breakout'"):
+        env_state.restore(load('ALE/Breakout-v5', seed=0), env_state.snapshot(pong))
 
 
 class _CoinEnv(gym.Env):

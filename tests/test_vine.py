@@ -561,6 +561,24 @@ def test_continuous_actions_need_actions_per_state():
         VineCollector(lambda s: load("Pendulum-v1", seed=s), agent.collect_policy, num_states=4, num_branch_envs=4)
 
 
+def test_one_action_per_state_and_recurrent_policies_are_refused():
+    from tf_agents.networks import actor_distribution_rnn_network
+    from tf_agents.policies import actor_policy
+
+    env = load("Pendulum-v1", seed=0)
+    agent = make_agent(env, fc=(8,))
+    factory = lambda s: load("Pendulum-v1", seed=s)  # noqa: E731
+    with pytest.raises(ValueError, match="at least 2 actions per state"):
+        VineCollector(factory, agent.collect_policy, num_states=4, actions_per_state=1, num_branch_envs=4)
+    time_step_spec = tensor_spec.from_spec(env.time_step_spec())
+    action_spec = tensor_spec.from_spec(env.action_spec())
+    rnn = actor_distribution_rnn_network.ActorDistributionRnnNetwork(
+        time_step_spec.observation, action_spec, lstm_size=(8,))
+    recurrent = actor_policy.ActorPolicy(time_step_spec, action_spec, rnn)
+    with pytest.raises(ValueError, match="a policy without state"):
+        VineCollector(factory, recurrent, num_states=4, actions_per_state=2, num_branch_envs=4)
+
+
 # ----------------------------------------------------------------------------
 # 7. Sampled K actions on a continuous task.
 

@@ -240,12 +240,23 @@ def _is_atari(env) -> bool:
     return type(env) is ale_env.AtariEnv  # pylint: disable=unidiomatic-typecheck
 
 
+def _atari_game(env):
+    return (env._game, env._game_mode, env._game_difficulty)  # pylint: disable=protected-access
+
+
 def _get_atari(env):
-    return env.ale.cloneState(include_rng=True)  # ALEState: immutable copy
+    return {'ale': env.ale.cloneState(include_rng=True),  # ALEState: immutable copy
+            'game': _atari_game(env)}
 
 
 def _set_atari(env, state):
-    env.ale.restoreState(state)
+    if not isinstance(state, dict):  # a snapshot pickled before the game was recorded
+        state = {'ale': state, 'game': _atari_game(env)}
+    if state['game'] != _atari_game(env):
+        # ALE itself would fail with an untranslated C++ exception (SystemError).
+        raise ValueError(f'Atari snapshot of game {state["game"]} (name, mode, difficulty) cannot be restored '
+                         f'into {_atari_game(env)}.')
+    env.ale.restoreState(state['ale'])
 
 
 def _classic_handlers():

@@ -124,6 +124,14 @@ class VineCollector:
         if self._all_actions and not self._discrete:
             raise ValueError("continuous actions need actions_per_state (K samples per state)")
         self._k = self._num_actions if self._all_actions else int(actions_per_state)
+        if self._k < 2:
+            # The baseline is the mean Q̂ over a state's K actions: with one, every advantage is 0.
+            raise ValueError(f"vine sampling needs at least 2 actions per state (the baseline is their mean Q̂, "
+                             f"so a single action has advantage 0 and no step is ever taken); got {self._k}")
+        if policy.policy_state_spec:
+            raise ValueError("vine sampling takes a policy without state: it samples each rollout-set state's "
+                             "actions from the state alone, and a recurrent policy would need its history there; "
+                             f"got policy_state_spec {policy.policy_state_spec}")
         self._action_spec = spec
 
         time_step_spec = tensor_spec.add_outer_dims_nest(policy.time_step_spec, (None,))
