@@ -12,6 +12,10 @@ paper's practical algorithm (Section 6), with the single-path estimator:
    accepts the first candidate within the trust region that improves L;
 5. regression of V_φ on the GAE returns (Â + V).
 
+`train(experience, weights)` takes TF-Agents' optional weights as a scalar, one per row [B]
+or one per step [B, T]; a batch with NaN or Inf in any of its fields or weights is refused
+(InvalidArgumentError) before it changes anything.
+
 The whole update is one `tf.function`, traced once for all batch shapes, without
 AutoGraph: its loops (CG, line search, value epochs, scans) are explicit
 `tf.while_loop`s, so tracing does not convert TF-Agents' and TFP's code on the way.
