@@ -18,6 +18,7 @@ from tf_agents.environments import batched_py_environment
 
 from tftrpo import TRPOAgent, networks
 from tftrpo.envs import BatchedGymnasiumEnvironment, GymnasiumEnvironment, family, load, load_batched
+from tftrpo.envs.gymnasium_env import to_gym_actions
 from tftrpo.sampling.single_path import SinglePathCollector
 
 FIRST, MID, LAST = (int(ts.StepType.FIRST), int(ts.StepType.MID), int(ts.StepType.LAST))
@@ -129,6 +130,12 @@ def test_space_conversion_and_unsupported_spaces():
     assert env.observation_spec().dtype == np.int64
     assert (env.observation_spec().minimum, env.observation_spec().maximum) == (-1, 1)
     np.testing.assert_array_equal(env.action_spec().maximum, [1, 4])
+    # An integer Box takes float actions (the policy's), rounded to the nearest value, then clipped.
+    int_box = gym.spaces.Box(0, 5, (3,), np.int64)
+    assert GymnasiumEnvironment(_TinyEnv(box, int_box)).action_spec().dtype == np.float32
+    got = to_gym_actions(int_box, np.array([[3.7, 0.4, 7.2], [-0.6, 2.5, 4.51]], np.float32))
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, [[4, 0, 5], [0, 2, 5]])
     with pytest.raises(TypeError, match='observation space Dict'):
         GymnasiumEnvironment(_TinyEnv(gym.spaces.Dict({'a': box}), box))
     with pytest.raises(TypeError, match='action space MultiBinary'):

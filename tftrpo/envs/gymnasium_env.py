@@ -60,7 +60,8 @@ _MID = int(ts.StepType.MID)
 
 
 def to_gym_actions(space: gym.Space, actions: np.ndarray, clip: bool = True) -> np.ndarray:
-    """Actions of `space`, any leading batch dims: Box clipped to its bounds, in its dtype.
+    """Actions of `space`, any leading batch dims: Box clipped to its bounds, in its dtype (an
+    integer Box's float actions rounded to the nearest integer first, not truncated).
 
     Discrete/MultiDiscrete actions are indices from 0 (the adapter's action spec,
     `spec_from_space`); the space's `start` is added.
@@ -68,6 +69,8 @@ def to_gym_actions(space: gym.Space, actions: np.ndarray, clip: bool = True) -> 
     ~15 µs on a 3-vector, a tenth of what the rest of a step of the adapter costs.
     """
     if isinstance(space, gym.spaces.Box):
+        if space.dtype.kind in 'iu':
+            actions = np.rint(actions)
         if clip:
             actions = np.minimum(np.maximum(actions, space.low), space.high)
     elif isinstance(space, gym.spaces.Discrete):
