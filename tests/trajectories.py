@@ -1,5 +1,6 @@
 """Builds [B, T] TF-Agents trajectories with the layout drivers write (for tests)."""
 import numpy as np
+import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
@@ -63,3 +64,13 @@ def random_experience(agent, batch_size=3, length=40, seed=0, episode_lengths=(9
         reward=tf.constant(rng.normal(size=(batch_size, length)).astype(np.float32)),
         discount=tf.constant(discount),
     )
+
+
+def assert_refused_without_change(agent, experience, match, **train_kwargs):
+    """`agent.train(experience, **train_kwargs)` raises InvalidArgumentError matching `match`,
+    and every variable of the agent is bit-identical afterwards."""
+    before = [v.numpy().copy() for v in agent.variables]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        agent.train(experience, **train_kwargs)
+    for variable, old in zip(agent.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
