@@ -57,7 +57,7 @@ def check_policy_fits(action_fn, env) -> None:
     if expected is None:  # not a PolicySaver export of a single observation tensor: nothing to compare
         return
     spec = env.observation_spec()
-    if not (expected.shape[1:].is_compatible_with(spec.shape) and tf.as_dtype(expected.dtype) == tf.as_dtype(spec.dtype)):
+    if not (expected.shape[1:].is_compatible_with(spec.shape) and expected.dtype == tf.as_dtype(spec.dtype)):
         raise ValueError(f"the policy takes observations of shape {expected.shape[1:].as_list()} and dtype "
                          f"{expected.dtype.name}, but the env gives {list(spec.shape)} {tf.as_dtype(spec.dtype).name}: "
                          "was it exported for another env? (pass the right --env)")

@@ -91,7 +91,6 @@ class VineCollector:
                  num_branch_envs: int = 128, seed: int = 0):
         self._trunk_env = env_factory(seed)
         env_state.check_supported(self._trunk_env)  # fail now, not with wrong branches
-        self._branch_envs = [env_factory(seed + 1 + i) for i in range(num_branch_envs)]
         self._policy = policy
         self._num_states = int(num_states)
         self._rollout_length = int(rollout_length)
@@ -133,6 +132,8 @@ class VineCollector:
                              "actions from the state alone, and a recurrent policy would need its history there; "
                              f"got policy_state_spec {policy.policy_state_spec}")
         self._action_spec = spec
+        # Built once every argument has been checked (up to 128 simulators).
+        self._branch_envs = [env_factory(seed + 1 + i) for i in range(num_branch_envs)]
 
         time_step_spec = tensor_spec.add_outer_dims_nest(policy.time_step_spec, (None,))
 
