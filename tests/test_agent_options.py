@@ -142,6 +142,30 @@ def test_debug_and_variable_summaries_are_written_under_the_agents_name(tmp_path
     assert histogram[:, 2].sum() == independent_mask(experience).sum()  # bucket counts
 
 
+def test_summaries_reach_the_writer_of_each_call_not_the_one_at_the_first_trace(tmp_path):
+    """The update is compiled once; its summaries are written in the caller's context. A first
+    `train` with no writer (as `tf_agents.train.Learner` traces before it sets its writer) used to
+    compile the summaries away for good. Each call's own writer and `record_if` now apply."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    agent = make_agent(debug_summaries=True)
+    experience = random_experience(agent, batch_size=3, length=40, seed=6)
+    agent.train(experience)  # no writer yet
+    for name, record in (("off", False), ("on", True)):
+        writer = tf.summary.create_file_writer(str(tmp_path / name))
+        with writer.as_default(), tf.summary.record_if(record):
+            agent.train(experience)
+        writer.flush()
+    tags = {}
+    for name in ("off", "on"):
+        events = event_accumulator.EventAccumulator(str(tmp_path / name), size_guidance={"tensors": 0})
+        events.Reload()
+        tags[name] = set(events.Tags()["tensors"])
+    assert tags["off"] == set()
+    assert {"TRPOAgent/TrustRegion/kl", "TRPOAgent/Losses/value_loss", "TRPOAgent/Debug/advantages"} <= tags["on"]
+    assert agent.train_step_counter.numpy() == 3
+
+
 def test_a_batch_without_any_advantage_signal_is_a_rejected_step_that_changes_nothing():
     """All advantages equal (V ≡ 0, rewards ≡ 1, γ = 0): standardised they are 0, the policy gradient is
     0 and there is no direction; the step is rejected and the actor is left bit for bit as it was."""

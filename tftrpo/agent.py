@@ -494,7 +494,7 @@ class TRPOAgent(tf_agent.TFAgent):
         if isinstance(experience, VineExperience):
             if weights is not None:
                 raise ValueError("TRPOAgent.train: weights are not supported with vine experience")
-            return self._vine_update(experience)
+            return self._with_summaries(*self._vine_update(experience))
         experience = self._as_trajectory(experience)
         time_dim = tf.compat.dimension_value(tf.nest.flatten(experience.step_type)[0].shape[1])
         if time_dim is not None and time_dim < 2:
@@ -502,10 +502,19 @@ class TRPOAgent(tf_agent.TFAgent):
                 f"TRPOAgent.train: experience must have at least 2 time steps per row (got T={time_dim}); "
                 "the last step of each row only provides the bootstrap value."
             )
-        return self._update(experience, _step_weights(weights, experience.step_type))
+        return self._with_summaries(*self._update(experience, _step_weights(weights, experience.step_type)))
+
+    def _with_summaries(self, loss_info, summary_tensors):
+        """Writes the update's summaries here, in the caller's context, not in the compiled
+        update: a `tf.function` binds the summary writer that is the default when it is
+        traced, and the update is traced once (often before any writer exists, e.g. by
+        `tf_agents.train.Learner`, which sets its writer only around `run()`)."""
+        self._write_summaries(loss_info.extra, **summary_tensors)
+        return loss_info
 
     def _update_fn(self, experience, weights):
-        """One TRPO iteration on a [B, T] batch; compiled once by `tf.function`."""
+        """One TRPO iteration on a [B, T] batch; compiled once by `tf.function`. Returns the
+        `LossInfo` and the tensors the summaries need (`_summary_tensors`)."""
         experience, checked = _checked_finite(
             experience, ("step_type", "observation", "action", "reward", "discount"), "experience.", weights=weights)
         weights = checked["weights"]
@@ -567,8 +576,8 @@ class TRPOAgent(tf_agent.TFAgent):
             explained_variance=explained_variance,
             num_samples=tf.reduce_sum(tf.cast(mask > 0, tf.int32)),
         )
-        self._write_summaries(extra, gradient, advantages, returns, values, actions, mask)
-        return tf_agent.LossInfo(loss=-surrogate_after + value_loss, extra=extra)
+        return (tf_agent.LossInfo(loss=-surrogate_after + value_loss, extra=extra),
+                self._summary_tensors(gradient, advantages, returns, values, actions, mask))
 
     def _natural_gradient_step(self, surrogate_and_kl, distribution_fn, old_distribution, kl_of):
         """g, s ≈ F⁻¹g by CG, β = sqrt(2δ/sᵀFs), line search (Section 6, Appendix C).
@@ -690,8 +699,8 @@ class TRPOAgent(tf_agent.TFAgent):
             surrogate=surrogate_after, entropy=entropy, value_loss=zero, explained_variance=zero,
             num_samples=tf.size(q_values),
         )
-        self._write_summaries(extra, gradient, advantages, q_values, q_values, experience.action, ones)
-        return tf_agent.LossInfo(loss=-surrogate_after, extra=extra)
+        return (tf_agent.LossInfo(loss=-surrogate_after, extra=extra),
+                self._summary_tensors(gradient, advantages, q_values, q_values, experience.action, ones))
 
     def _fit_value_net(self, observations, step_types, returns, mask):
         """Regresses V_φ on the returns by minibatch MSE; returns the loss after fitting."""
@@ -752,7 +761,18 @@ class TRPOAgent(tf_agent.TFAgent):
         self._optimizer.apply_gradients(zip(tape.gradient(loss, value_vars), value_vars))
 
     # -------------------------------------------------------------- summaries
-    def _write_summaries(self, extra, gradient, advantages, returns, values, actions, mask):
+    def _summary_tensors(self, gradient, advantages, returns, values, actions, mask) -> dict:
+        """What the histograms of `debug_summaries` / `summarize_grads_and_vars` read, returned
+        by the compiled update (nothing when both are off)."""
+        tensors = {}  # by the constructor's flags: the compiled update's outputs stay fixed
+        if self._debug_summaries:
+            tensors.update(advantages=advantages, returns=returns, values=values, actions=actions, mask=mask)
+        if self._debug_summaries or self._summarize_grads_and_vars:
+            tensors.update(gradient=gradient)
+        return tensors
+
+    def _write_summaries(self, extra, gradient=None, advantages=None, returns=None, values=None, actions=None,
+                         mask=None):
         if not self.summaries_enabled:
             return
         step = self.train_step_counter
