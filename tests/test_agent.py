@@ -205,6 +205,28 @@ def test_train_inside_user_common_function():
     assert np.linalg.norm(step - plain_step) <= 2e-2 * np.linalg.norm(plain_step)
 
 
+def test_reward_normalization_inside_an_outer_function_with_static_shapes():
+    """`tf_agents.train.Learner` and a user's `common.function` call `agent.train` inside a function
+    whose batch shape is static. Grappler used to inline the update there, infer the shape of the
+    reward normaliser's per-row running return (a variable whose length is the batch's) from its
+    assignment, and fold the first batch's "no rows carried yet" test to False: InvalidArgumentError
+    "Incompatible shapes: [3,1] vs. [0,1]". The update is now never inlined; its reward
+    statistics, carried returns and losses over two batches equal plain calls'."""
+    from tf_agents.utils import common
+
+    agent, plain = make_agent(normalize_rewards=True), make_agent(normalize_rewards=True)
+    copy_networks(plain, agent)
+    train = common.function(agent.train)
+    for seed in (4, 5):
+        experience = random_experience(agent, seed=seed)
+        experience = experience._replace(reward=experience.reward * 5.0 + 1.0)
+        info, plain_info = train(experience), plain.train(experience)
+        np.testing.assert_allclose(float(info.extra.value_loss), float(plain_info.extra.value_loss), rtol=1e-4)
+        for ours, theirs in zip(agent._reward_normalizer.variables, plain._reward_normalizer.variables):
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+    assert agent._reward_normalizer._running_return.numpy().shape == (3,)
+
+
 def test_observation_normalizer_is_updated_and_used_by_policies():
     agent = make_agent(normalize_observations=True)
     experience = random_experience(agent, seed=5)

@@ -327,13 +327,19 @@ class TRPOAgent(tf_agent.TFAgent):
         if hasattr(optimizer, "build"):
             optimizer.build(value_net.trainable_variables)
         batched_spec = tensor_spec.add_outer_dims_nest(self.collect_data_spec, (None, None))
+        # Never inlined into a caller's function (tf_agents.train.Learner, a user's common.function):
+        # with the caller's static batch shape Grappler infers the reward normaliser's per-row
+        # running return (a variable whose length follows the batch) from its assignment and folds
+        # away the test of its length; and the update runs the same optimised graph however called.
+        not_inlined = {"_noinline": True}
         self._update = common.function(
             self._update_fn,
             input_signature=(batched_spec, tf.TensorSpec([None, None], tf.float32)),
-            autograph=False,
+            autograph=False, experimental_attributes=not_inlined,
         )
         self._vine_update = common.function(
-            self._vine_update_fn, input_signature=(self.vine_data_spec,), autograph=False)
+            self._vine_update_fn, input_signature=(self.vine_data_spec,), autograph=False,
+            experimental_attributes=not_inlined)
         # XLA fuses the small ops of the 64-unit value regression: ~2x faster on CPU.
         self._value_regression = tf.function(self._value_regression_fn, autograph=False, jit_compile=jit_compile)
         self._jit_cg = jit_compile
