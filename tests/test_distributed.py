@@ -158,6 +158,16 @@ def test_an_actor_waits_for_a_new_version_and_stops_at_finish(learner_side):
     assert actor.run() == 0 and actor.rows_written == 2
 
 
+def test_an_actor_whose_rows_nobody_takes_times_out(learner_side):
+    agent, _, address = learner_side
+    actor = _actor(address, agent.collect_policy, 10, 5, timeout_s=1.0)
+    rows = actor.collector.collect()
+    for _ in range(ROWS // 2):  # fills the queue of one update's rows
+        actor.write(rows, version=0)
+    with pytest.raises(TimeoutError, match="took no row for 1 s"):
+        actor.write(rows, version=0)
+
+
 def test_an_actor_refuses_a_server_or_rows_that_do_not_fit(learner_side):
     agent, _, address = learner_side
     with pytest.raises(ValueError, match=r"steps_per_env or its agent differ"):
@@ -182,6 +192,20 @@ def test_an_actor_refuses_a_server_or_rows_that_do_not_fit(learner_side):
     short = SinglePathCollector(load_batched(ENV, 2, seed=0), agent.collect_policy, T - 1).collect()
     with pytest.raises(ValueError, match=f"rows of {T - 1} steps, the table's are {T}"):
         actor.write(short, version=0)
+
+
+def test_the_learners_queue_refuses_another_size_and_a_missing_server_is_named(learner_side):
+    agent, train_step, address = learner_side
+    with pytest.raises(ValueError, match=f"rows_per_iteration={ROWS + 1}, but the server's tftrpo_experience "
+                                         f"queue holds {ROWS} rows"):
+        distributed.ExperienceQueue(address, agent.collect_data_spec, train_step, T, ROWS + 1)
+    with pytest.raises(ValueError, match="rows of 16 steps of data_spec do not fit"):
+        distributed.ExperienceQueue(address, agent.collect_data_spec, train_step, 16, ROWS)
+    stopped = reverb.Server([reverb.Table.queue("q", 1)])
+    gone = f"localhost:{stopped.port}"
+    stopped.stop()
+    with pytest.raises(ConnectionError, match=f"the Reverb server at {gone} does not answer"):
+        distributed.ReverbActor(gone, load_batched(ENV, 2, seed=0), agent.collect_policy, T, timeout_s=2)
 
 
 def test_reverb_tables_refuse_bad_sizes(learner_side):

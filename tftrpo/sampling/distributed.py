@@ -66,6 +66,20 @@ def _pull_into(client: reverb.Client, variables) -> None:
         variable.assign(value[0])
 
 
+def _tables(client: reverb.Client, address: str, timeout_s: float, who: str) -> dict:
+    """The server's tables ({name: TableInfo}), or a ConnectionError naming the address."""
+    try:
+        tables = client.server_info(timeout=int(max(1, min(timeout_s, 60))))
+    except (reverb.errors.ReverbError, RuntimeError) as e:  # no answer, or "Socket closed"
+        raise ConnectionError(f"{who}: the Reverb server at {address} does not answer "
+                              f"({type(e).__name__}: {e}); has the learner stopped?") from None
+    missing = {EXPERIENCE_TABLE, VARIABLES_TABLE} - set(tables)
+    if missing:
+        raise ValueError(f"{who}: the Reverb server at {address} has no table(s) {sorted(missing)}: "
+                         "make its tables with tftrpo.sampling.distributed.reverb_tables")
+    return tables
+
+
 def _row_spec(data_spec, steps_per_env: int):
     return tensor_spec.add_outer_dim(data_spec, steps_per_env)
 
@@ -136,11 +150,7 @@ class ReverbActor:
                  timeout_s: float = 600.0, numpy_policy: Optional[bool] = None, poll_s: float = 0.01):
         self._address = server_address
         self._client = reverb.Client(server_address)
-        tables = self._client.server_info(timeout=int(max(1, timeout_s)))
-        missing = {EXPERIENCE_TABLE, VARIABLES_TABLE} - set(tables)
-        if missing:
-            raise ValueError(f"ReverbActor: the Reverb server at {server_address} has no table(s) {sorted(missing)}: "
-                             "make its tables with tftrpo.sampling.distributed.reverb_tables")
+        tables = _tables(self._client, server_address, timeout_s, "ReverbActor")
         self._row_signature = tables[EXPERIENCE_TABLE].signature
         self._collector = SinglePathCollector(env, policy, steps_per_env, numpy_policy=numpy_policy, seed=seed)
         row_spec = _row_spec(policy.trajectory_spec, steps_per_env)
@@ -168,7 +178,7 @@ class ReverbActor:
         its variables into the policy, and returns the version (`FINISHED`: stop)."""
         deadline = time.monotonic() + self._timeout_s
         while True:
-            if self._client.server_info(timeout=int(max(1, self._timeout_s)))[VARIABLES_TABLE].current_size:
+            if _tables(self._client, self._address, self._timeout_s, "ReverbActor")[VARIABLES_TABLE].current_size:
                 _pull_into(self._client, self._variables)
                 version = int(self._version.numpy())
                 if version != self._last_version:
@@ -186,15 +196,22 @@ class ReverbActor:
         if length != self._length:
             raise ValueError(f"ReverbActor.write: rows of {length} steps, the table's are {self._length}")
         batch = tf.nest.map_structure(np.asarray, experience)
-        with self._client.trajectory_writer(num_keep_alive_refs=self._length) as writer:
+        writer = self._client.trajectory_writer(num_keep_alive_refs=self._length)
+        try:
             for b in range(rows):
                 for t in range(self._length):
                     writer.append(tf.nest.map_structure(lambda x: x[b, t], batch))  # pylint: disable=cell-var-from-loop
                 writer.create_item(EXPERIENCE_TABLE, priority=float(version),
                                    trajectory=tf.nest.map_structure(lambda column: column[-self._length:],
                                                                     writer.history))
-                writer.end_episode()
-            writer.flush(timeout_ms=int(self._timeout_s * 1000))
+                # Sends the row (waiting while the queue is full) and starts the next one afresh.
+                writer.end_episode(timeout_ms=int(self._timeout_s * 1000))
+        except reverb.errors.DeadlineExceededError:
+            # The writer is abandoned unclosed: closing it would wait for the row it holds.
+            raise TimeoutError(f"ReverbActor: the experience queue at {self._address} took no row for "
+                               f"{self._timeout_s:g} s (it holds one update's rows until the learner "
+                               "samples them: is the learner running?)") from None
+        writer.close()
         self.rows_written += int(rows)
 
     def run(self, iterations: Optional[int] = None) -> int:
@@ -237,6 +254,13 @@ class ExperienceQueue:
 
     def __init__(self, server_address: str, data_spec, train_step: tf.Variable, steps_per_env: int,
                  rows_per_iteration: int, timeout_s: Optional[float] = None):
+        table = _tables(reverb.Client(server_address), server_address, 60, "ExperienceQueue")[EXPERIENCE_TABLE]
+        if table.max_size != rows_per_iteration:
+            raise ValueError(f"ExperienceQueue: rows_per_iteration={rows_per_iteration}, but the server's "
+                             f"{EXPERIENCE_TABLE} queue holds {table.max_size} rows: make both with the same number")
+        if not _same_signature(_row_spec(data_spec, steps_per_env), table.signature):
+            raise ValueError(f"ExperienceQueue: rows of {steps_per_env} steps of data_spec do not fit the server's "
+                             f"{EXPERIENCE_TABLE} table (another steps_per_env or agent)")
         self._buffer = reverb_replay_buffer.ReverbReplayBuffer(
             data_spec, EXPERIENCE_TABLE, sequence_length=steps_per_env, server_address=server_address,
             rate_limiter_timeout_ms=-1 if timeout_s is None else int(timeout_s * 1000))
