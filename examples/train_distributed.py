@@ -28,7 +28,9 @@ import time
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--env", default="CartPole-v1")
 parser.add_argument("--actors", type=int, default=2, help="actor processes (each steps the preset's num_envs envs)")
-parser.add_argument("--iterations", type=int, default=60, help="TRPO updates")
+parser.add_argument("--iterations", type=int, default=60,
+                    help="TRPO updates in this run (a rerun with the same --root-dir continues from the "
+                         "Learner's last checkpoint, saved every --eval-interval updates)")
 parser.add_argument("--target-return", type=float, default=None,
                     help="stop once the greedy evaluation reaches this return")
 parser.add_argument("--eval-interval", type=int, default=5, help="updates between greedy evaluations")
@@ -93,9 +95,9 @@ root_dir = os.path.join(args.root_dir, f"{args.env.replace('/', '_')}-seed{args.
 learner = tfa_learner.Learner(root_dir, train_step, agent, experience_dataset_fn=queue.dataset,
                               triggers=[publisher],  # after each update: publish the new policy
                               checkpoint_interval=args.eval_interval, summary_interval=1)
-publisher.publish()  # the first version; actors wait for it
+first = publisher.publish()  # the first version (the train step: > 0 when the Learner restored a checkpoint)
 print(f"learner: Reverb server at {address}, {rows} rows of {config.steps_per_env} steps per update "
-      f"from {args.actors} actors", flush=True)
+      f"from {args.actors} actors" + (f"; resumed at update {first} from {root_dir}" if first else ""), flush=True)
 actors = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--env", args.env, "--seed", str(args.seed),
                             "--timeout", str(args.timeout), "--actor-of", address, "--actor-index", str(i)])
           for i in range(args.actors)]
@@ -113,16 +115,17 @@ try:
             loss_info = learner.run(iterations=1)  # waits for the rows of the current policy
         except tf.errors.OutOfRangeError:  # the queue's dataset ended: no row within --timeout
             exited = {i: actor.poll() for i, actor in enumerate(actors) if actor.poll() is not None}
-            sys.exit(f"learner: update {iteration} got fewer than {rows} rows within {args.timeout:g} s "
-                     f"(actors exited, with their codes: {exited or 'none'})")
-        row = {"iteration": iteration, "kl": float(loss_info.extra.kl), "seconds": round(time.time() - start, 2)}
-        if iteration % args.eval_interval == 0 or iteration == args.iterations:
+            sys.exit(f"learner: update {int(train_step.numpy()) + 1} got fewer than {rows} rows within "
+                     f"{args.timeout:g} s (actors exited, with their codes: {exited or 'none'})")
+        row = {"update": int(train_step.numpy()), "kl": float(loss_info.extra.kl),
+               "seconds": round(time.time() - start, 2)}
+        if row["update"] % args.eval_interval == 0 or iteration == args.iterations:
             eval_return.reset()
             evaluate(eval_env.reset())
             greedy = row["greedy_return"] = float(eval_return.result())
             with eval_writer.as_default():
                 tf.summary.scalar("Metrics/AverageReturn", greedy, step=train_step)
-            print(f"iteration {iteration}: greedy return {greedy:.1f}, KL {row['kl']:.4f}, "
+            print(f"update {row['update']}: greedy return {greedy:.1f}, KL {row['kl']:.4f}, "
                   f"{row['seconds']:.0f} s", flush=True)
         history.append(row)
         if args.target_return is not None and greedy >= args.target_return:
