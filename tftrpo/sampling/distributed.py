@@ -165,7 +165,7 @@ class ReverbActor:
                              "the actor's agent as the learner's (same networks, observation normalisation)."
                              f"\n  this actor: {variable_spec}\n  the server: {tables[VARIABLES_TABLE].signature}")
         self._length, self._timeout_s, self._poll_s = int(steps_per_env), float(timeout_s), float(poll_s)
-        self._last_version = None
+        self._last_version, self._inserts_seen = None, None
         self.rows_written = 0
 
     @property
@@ -177,7 +177,12 @@ class ReverbActor:
         its variables into the policy, and returns the version (`FINISHED`: stop)."""
         deadline = time.monotonic() + self._timeout_s
         while True:
-            if _tables(self._client, self._address, self._timeout_s, "ReverbActor")[VARIABLES_TABLE].current_size:
+            table = _tables(self._client, self._address, self._timeout_s, "ReverbActor")[VARIABLES_TABLE]
+            # The variables are pulled only after a new insert: polling the table's insert count
+            # is one small request, pulling every variable each time would load the learner's CPUs.
+            inserts = table.rate_limiter_info.insert_stats.completed
+            if table.current_size and inserts != self._inserts_seen:
+                self._inserts_seen = inserts
                 _pull_into(self._client, self._variables)
                 version = int(self._version.numpy())
                 if version != self._last_version:
