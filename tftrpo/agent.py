@@ -781,6 +781,8 @@ class TRPOAgent(tf_agent.TFAgent):
                          mask=None):
         if not self.summaries_enabled:
             return
+        if tf.executing_eagerly() and not bool(tf.summary.should_record_summaries()):
+            return  # no default writer (or record_if off): skip the casts of an eager call
         step = self.train_step_counter
         with self.name_scope:
             for group, keys in _SUMMARY_GROUPS:
