@@ -54,6 +54,17 @@ def machine_info():
     return info
 
 
+# ------------------------------------------------- in-process experiments
+def tensorflow_one_thread():
+    """TensorFlow with one intra-op and one inter-op thread, the benchmarks' setting (for the
+    experiments that time tftrpo in their own process; call before any TF op runs)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (the orchestrators never load it)
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return tf
+
+
 # ------------------------------------------------------------------- worker
 class WorkerError(RuntimeError):
     pass

@@ -36,10 +36,8 @@ def main():
     args = parser.parse_args()
 
     import numpy as np
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf = common.tensorflow_one_thread()
     from tf_agents.environments import tf_py_environment
 
     from tftrpo import presets
