@@ -195,9 +195,10 @@ def test_train_inside_user_common_function():
     train = common.function(agent.train)
     experience = random_experience(agent, seed=4)
     info, plain_info = train(experience), plain.train(experience)
-    # The same update as a plain call, up to float32 rounding: the nested graph is optimised
-    # differently, and 25 float32 CG iterations amplify that to ~0.1-1% of the step (it was
-    # 0.3% on one weight on CI's CPU), so the steps are compared as vectors, relative to their size.
+    # The same update as a plain call. While the update was inlined into the caller's graph it was
+    # optimised differently, and 25 float32 CG iterations amplified that to ~0.1-1% of the step
+    # (0.3% on one weight on CI's CPU); since it is never inlined the steps are equal bit for bit
+    # here, and they are still compared as vectors, to 2% of their size, as a margin for other CPUs.
     assert float(info.extra.kl) == pytest.approx(float(plain_info.extra.kl), rel=1e-2) and float(info.extra.kl) > 0
     step = np.concatenate([v.numpy().ravel() for v in agent._actor_net.variables]) - before
     plain_step = np.concatenate([v.numpy().ravel() for v in plain._actor_net.variables]) - before
