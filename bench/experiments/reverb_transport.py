@@ -79,7 +79,6 @@ def main():
         marks.append(time.perf_counter())
         agent.train(batch)
         marks.append(time.perf_counter())
-        actor._last_version = version  # pylint: disable=protected-access  (what ReverbActor.run() records)
         if times is not None:
             for phase, start, end in zip(PHASES, marks, marks[1:]):
                 times[phase].append(1e3 * (end - start))

@@ -79,6 +79,11 @@ def _tables(client: reverb.Client, address: str, timeout_s: float, who: str) -> 
     return tables
 
 
+def _signature(variables):
+    """The TensorSpecs of a nest of variables (the variable table's signature)."""
+    return tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), variables)
+
+
 def _row_spec(data_spec, steps_per_env: int):
     return tensor_spec.add_outer_dim(data_spec, steps_per_env)
 
@@ -100,7 +105,7 @@ def reverb_tables(agent, train_step: tf.Variable, steps_per_env: int, rows_per_i
                            signature=_row_spec(agent.collect_data_spec, steps_per_env)),
         reverb.Table(VARIABLES_TABLE, sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
                      rate_limiter=reverb.rate_limiters.MinSize(1), max_size=1, max_times_sampled=0,
-                     signature=tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), variables)),
+                     signature=_signature(variables)),
     ]
 
 
@@ -150,16 +155,16 @@ class ReverbActor:
         self._address = server_address
         self._client = reverb.Client(server_address)
         tables = _tables(self._client, server_address, timeout_s, "ReverbActor")
-        self._row_signature = tables[EXPERIENCE_TABLE].signature
+        row_signature = tables[EXPERIENCE_TABLE].signature
         self._collector = SinglePathCollector(env, policy, steps_per_env, numpy_policy=numpy_policy, seed=seed)
         row_spec = _row_spec(policy.trajectory_spec, steps_per_env)
-        if not _same_signature(row_spec, self._row_signature):
+        if not _same_signature(row_spec, row_signature):
             raise ValueError(f"ReverbActor: rows of {steps_per_env} steps of this policy's trajectories do not fit "
                              f"the server's {EXPERIENCE_TABLE} table: the learner's steps_per_env or its agent "
-                             f"differ.\n  this actor: {row_spec}\n  the server: {self._row_signature}")
+                             f"differ.\n  this actor: {row_spec}\n  the server: {row_signature}")
         self._version = tf.Variable(FINISHED, dtype=tf.int64, name="policy_version")
         self._variables = _policy_variables(policy, self._version)
-        variable_spec = tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), self._variables)
+        variable_spec = _signature(self._variables)
         if not _same_signature(variable_spec, tables[VARIABLES_TABLE].signature):
             raise ValueError("ReverbActor: this policy's variables do not match those the learner publishes: build "
                              "the actor's agent as the learner's (same networks, observation normalisation)."
@@ -195,7 +200,8 @@ class ReverbActor:
 
     def write(self, experience, version: int) -> None:
         """Writes each [T] row of a [n, T] batch as one item of the experience table, with
-        `version` as its priority."""
+        `version` as its priority, and records it as the version this actor last collected with
+        (`wait_for_policy` then waits for another)."""
         rows, length = np.shape(experience.step_type)[:2]
         if length != self._length:
             raise ValueError(f"ReverbActor.write: rows of {length} steps, the table's are {self._length}")
@@ -217,6 +223,7 @@ class ReverbActor:
                                "samples them: is the learner running?)") from None
         writer.close()
         self.rows_written += int(rows)
+        self._last_version = version
 
     def run(self, iterations: Optional[int] = None) -> int:
         """Collects and writes one batch per published version, until `iterations` batches
@@ -228,7 +235,6 @@ class ReverbActor:
                 break
             experience = self._collector.collect()
             self.write(experience, version)
-            self._last_version = version
             batches += 1
         return batches
 
