@@ -66,6 +66,20 @@ def _tf_agents_relu_softplus_actor(action_spec):
     return net
 
 
+def _tanh_mean_head_actor(action_spec):
+    """A Gaussian head whose means layer has an activation of its own (NormalProjectionNetwork's
+    activation_fn): the mirror applies it too."""
+    tf.random.set_seed(0)
+    net = actor_distribution_network.ActorDistributionNetwork(
+        OBS_SPEC, action_spec, fc_layer_params=(12,),
+        continuous_projection_net=functools.partial(normal_projection_network.NormalProjectionNetwork,
+                                                    activation_fn=tf.nn.tanh, mean_transform=None,
+                                                    init_means_output_factor=3.0))
+    net.create_variables()
+    _perturb(net)
+    return net
+
+
 def _parameters(distribution):
     if isinstance(distribution, tfp.distributions.Categorical):
         return {"logits": distribution.logits.numpy()}
@@ -73,8 +87,9 @@ def _parameters(distribution):
 
 
 @pytest.mark.parametrize("make_net, action_spec", [
-    (_tftrpo_actor, CONT_ACTION), (_tftrpo_actor, DISC_ACTION), (_tf_agents_relu_softplus_actor, CONT_ACTION)],
-    ids=["tftrpo-gaussian", "tftrpo-categorical", "tf-agents-relu-softplus"])
+    (_tftrpo_actor, CONT_ACTION), (_tftrpo_actor, DISC_ACTION), (_tf_agents_relu_softplus_actor, CONT_ACTION),
+    (_tanh_mean_head_actor, CONT_ACTION)],
+    ids=["tftrpo-gaussian", "tftrpo-categorical", "tf-agents-relu-softplus", "tanh-mean-head"])
 @pytest.mark.parametrize("normalize", [True, False], ids=["normalised", "raw"])
 def test_distribution_parameters_equal_the_tf_policy(make_net, action_spec, normalize):
     net = make_net(action_spec)
@@ -192,6 +207,16 @@ def test_unsupported_policies_are_refused_with_the_reason():
     squashed = actor_distribution_network.ActorDistributionNetwork(OBS_SPEC, CONT_ACTION, fc_layer_params=(8,))
     image_spec = tensor_spec.TensorSpec([16, 16, 1], tf.uint8)
     cnn = networks.actor_network(image_spec, DISC_ACTION, (8,), conv_layer_params=((4, 4, 2),))
+    elu_head = actor_distribution_network.ActorDistributionNetwork(
+        OBS_SPEC, CONT_ACTION, fc_layer_params=(8,),
+        continuous_projection_net=functools.partial(normal_projection_network.NormalProjectionNetwork,
+                                                    activation_fn=tf.nn.elu, mean_transform=None))
+
+    class DoubledMeans(actor_distribution_network.ActorDistributionNetwork):
+        def call(self, observations, step_type, network_state, training=False):
+            return super().call(2.0 * observations, step_type, network_state, training)
+
+    own_call = DoubledMeans(OBS_SPEC, DISC_ACTION, fc_layer_params=(8,))
     cases = [
         (actor_policy.ActorPolicy(time_step_spec, CONT_ACTION, rnn), "recurrent"),
         (actor_policy.ActorPolicy(time_step_spec, CONT_ACTION, squashed), "mean transform"),
@@ -199,6 +224,8 @@ def test_unsupported_policies_are_refused_with_the_reason():
         (actor_policy.ActorPolicy(time_step_spec, CONT_ACTION, networks.actor_network(OBS_SPEC, CONT_ACTION),
                                   observation_normalizer=tensor_normalizer.StreamingTensorNormalizer(OBS_SPEC)),
          "StreamingTensorNormalizer"),
+        (actor_policy.ActorPolicy(time_step_spec, CONT_ACTION, elu_head), "mean layer has activation"),
+        (actor_policy.ActorPolicy(time_step_spec, DISC_ACTION, own_call), "overrides ActorDistributionNetwork.call"),
     ]
     for policy, reason in cases:
         assert reason in unsupported_reason(policy)

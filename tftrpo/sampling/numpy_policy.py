@@ -83,6 +83,8 @@ def _known(table, fn) -> bool:
 def _network_reason(net) -> Optional[str]:
     if not isinstance(net, actor_distribution_network.ActorDistributionNetwork):
         return f"the actor network is a {type(net).__name__}, not an ActorDistributionNetwork"
+    if type(net).call is not actor_distribution_network.ActorDistributionNetwork.call:
+        return f"the actor network {type(net).__name__} overrides ActorDistributionNetwork.call"
     if net.state_spec != ():
         return "the actor network is recurrent"
     encoder = net._encoder  # pylint: disable=protected-access
@@ -104,12 +106,20 @@ def _network_reason(net) -> Optional[str]:
             return "the Gaussian head has a state-dependent std, a mean transform or a squashed distribution"
         if not _known(_STD_TRANSFORMS, projection._std_transform):
             return f"the Gaussian head's std transform {projection._std_transform} is not mirrored"
-        return None
+        return _output_layer_reason("the Gaussian head's mean layer", projection._means_projection_layer)
     if isinstance(projection, categorical_projection_network.CategoricalProjectionNetwork):
         if np.any(projection._sample_spec.minimum != 0):  # pylint: disable=protected-access
             return "the categorical action spec does not start at 0"
-        return None
+        return _output_layer_reason("the categorical head's logits layer", projection._projection_layer)  # pylint: disable=protected-access
     return f"the projection network is a {type(projection).__name__}"
+
+
+def _output_layer_reason(what, layer) -> Optional[str]:
+    if type(layer) is not tf.keras.layers.Dense or not layer.use_bias:  # pylint: disable=unidiomatic-typecheck
+        return f"{what} is not a Dense layer with a bias"
+    if not _known(_ACTIVATIONS, layer.activation):
+        return f"{what} has activation {layer.activation}, which is not mirrored"
+    return None
 
 
 def unsupported_reason(policy) -> Optional[str]:
@@ -191,7 +201,7 @@ class NumpyActorPolicy(py_policy.PyPolicy):
             log_std = self._head._bias.bias.numpy()  # pylint: disable=protected-access
             transform = _STD_TRANSFORMS[self._head._std_transform]  # pylint: disable=protected-access
             self._std = (log_std if transform is None else transform(log_std)).reshape(self._head_shape)
-        self._out_weights = (self._out.kernel.numpy(), self._out.bias.numpy())
+        self._out_weights = (self._out.kernel.numpy(), self._out.bias.numpy(), _ACTIVATIONS[self._out.activation])
 
     def distribution_parameters(self, observation: np.ndarray) -> dict:
         """{'loc', 'scale'} of the Gaussian, or {'logits'} of the categorical, for a batch [B, ...]."""
@@ -216,9 +226,11 @@ class NumpyActorPolicy(py_policy.PyPolicy):
                 x += bias
             if activation is not None:
                 x = activation(x)
-        kernel, bias = self._out_weights
+        kernel, bias, activation = self._out_weights
         out = x @ kernel
         out += bias
+        if activation is not None:
+            out = activation(out)
         return out.reshape((x.shape[0],) + self._head_shape)
 
     def _action(self, time_step, policy_state):
