@@ -555,6 +555,22 @@ def test_unsupported_env_fails_at_construction():
     assert built == [0]  # failed on the trunk env, before building any branch env
 
 
+def test_collector_noise_is_not_the_stream_of_the_trunk_env():
+    """Gymnasium seeds an env's np_random with SeedSequence(seed), as np.random.default_rng(seed)
+    does: the collector's noise (actions, branch noise, chosen states) must not replay the trunk
+    env's reset draws when both get the same seed."""
+    agent = make_agent(load("CartPole-v1"), fc=(8,))
+    seed = 3
+    collector = VineCollector(lambda s: load("CartPole-v1", seed=s), agent.collect_policy, num_states=2,
+                              rollout_length=2, num_branch_envs=2, seed=seed)
+    noise = collector._rng.random(64)  # pylint: disable=protected-access
+    env_stream = gym.utils.seeding.np_random(seed)[0].random(64)
+    assert not np.isin(np.round(noise, 9), np.round(env_stream, 9)).any()
+    again = VineCollector(lambda s: load("CartPole-v1", seed=s), agent.collect_policy, num_states=2,
+                          rollout_length=2, num_branch_envs=2, seed=seed)
+    np.testing.assert_array_equal(again._rng.random(64), noise)  # pylint: disable=protected-access
+
+
 def test_continuous_actions_need_actions_per_state():
     env = load("Pendulum-v1", seed=0)
     agent = make_agent(env, fc=(8,))

@@ -27,6 +27,7 @@ from tf_agents.trajectories import time_step as ts
 from tftrpo.agent import VineExperience
 from tftrpo.sampling import env_state
 from tftrpo.sampling.episodes import RecentEpisodes
+from tftrpo.sampling.numpy_policy import sampling_generator
 
 __all__ = ["VineCollector", "VineStats", "vine_q_estimates", "sample_with_noise"]
 
@@ -96,7 +97,9 @@ class VineCollector:
         self._rollout_length = int(rollout_length)
         self._trunk_steps = int(trunk_steps or 4 * num_states)
         self._discount = float(discount)
-        self._rng = np.random.default_rng(seed)
+        # Not default_rng(seed): gymnasium seeds the trunk env's np_random from the same
+        # SeedSequence(seed), so the noise would replay the draws of its reset states.
+        self._rng = sampling_generator(seed)
         if (self._num_states < 1 or self._rollout_length < 1 or self._trunk_steps < self._num_states
                 or num_branch_envs < 1):
             raise ValueError("VineCollector needs num_states >= 1, rollout_length >= 1, trunk_steps >= num_states "
