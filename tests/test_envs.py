@@ -136,6 +136,12 @@ def test_space_conversion_and_unsupported_spaces():
     got = to_gym_actions(int_box, np.array([[3.7, 0.4, 7.2], [-0.6, 2.5, 4.51]], np.float32))
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, [[4, 0, 5], [0, 2, 5]])
+    # A bool Box likewise: 0.45 is False, 0.55 True (a cast alone makes any non-zero value True).
+    bool_box = gym.spaces.Box(0, 1, (3,), np.bool_)
+    np.testing.assert_array_equal(to_gym_actions(bool_box, np.array([0.05, 0.45, 0.55], np.float32)),
+                                  [False, False, True])
+    with pytest.raises(TypeError, match='bool Box.*DtypeObservation'):
+        GymnasiumEnvironment(_TinyEnv(bool_box, box))
     with pytest.raises(TypeError, match='observation space Dict'):
         GymnasiumEnvironment(_TinyEnv(gym.spaces.Dict({'a': box}), box))
     with pytest.raises(TypeError, match='action space MultiBinary'):

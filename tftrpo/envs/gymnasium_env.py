@@ -31,6 +31,12 @@ def spec_from_space(space: gym.Space, role: str) -> array_spec.BoundedArraySpec:
     """
     if isinstance(space, gym.spaces.Box):
         dtype = np.dtype(space.dtype)
+        if role == 'observation' and dtype == np.bool_:
+            raise TypeError(
+                f'Unsupported gymnasium observation space {space!r}: a bool Box has no numeric '
+                'bounds for a TF-Agents spec; wrap the env in '
+                'gymnasium.wrappers.DtypeObservation(env, np.uint8) first.'
+            )
         if role == 'action' or dtype == np.float64:
             dtype = np.dtype(np.float32)
         return array_spec.BoundedArraySpec(
@@ -61,7 +67,7 @@ _MID = int(ts.StepType.MID)
 
 def to_gym_actions(space: gym.Space, actions: np.ndarray, clip: bool = True) -> np.ndarray:
     """Actions of `space`, any leading batch dims: Box clipped to its bounds, in its dtype (an
-    integer Box's float actions rounded to the nearest integer first, not truncated).
+    integer or bool Box's float actions rounded to the nearest integer first, not truncated).
 
     Discrete/MultiDiscrete actions are indices from 0 (the adapter's action spec,
     `spec_from_space`); the space's `start` is added.
@@ -69,7 +75,7 @@ def to_gym_actions(space: gym.Space, actions: np.ndarray, clip: bool = True) -> 
     ~15 µs on a 3-vector, a tenth of what the rest of a step of the adapter costs.
     """
     if isinstance(space, gym.spaces.Box):
-        if space.dtype.kind in 'iu':
+        if space.dtype.kind in 'iub':
             actions = np.rint(actions)
         if clip:
             actions = np.minimum(np.maximum(actions, space.low), space.high)
