@@ -1,4 +1,6 @@
 """SinglePathCollector: its compiled rollout against a step-by-step TF-Agents rollout."""
+import threading
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -177,8 +179,10 @@ def test_unbatched_py_env_and_bad_arguments():
     env = load("CartPole-v1", seed=0)
     tf_env = tf_py_environment.TFPyEnvironment(load("CartPole-v1", seed=0))
     agent = make_agent(preset("CartPole-v1"), tf_env, tf.Variable(0, dtype=tf.int64))
+    threads = threading.active_count()
     collector = SinglePathCollector(env, agent.collect_policy, 16)
     assert collector.num_envs == 1 and collector.collect().step_type.shape == (1, 16)
+    assert threading.active_count() == threads  # one env is stepped in place: no thread pool per collector
     with pytest.raises(ValueError, match="steps_per_env"):
         SinglePathCollector(env, agent.collect_policy, 1)
     with pytest.raises(TypeError, match="PyEnvironment or a batched TFEnvironment"):

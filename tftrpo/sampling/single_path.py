@@ -70,7 +70,7 @@ class SinglePathCollector:
         self._length = int(steps_per_env)
         py_env = env.pyenv if isinstance(env, tf_py_environment.TFPyEnvironment) else env
         if isinstance(py_env, py_environment.PyEnvironment) and not py_env.batched:
-            py_env = batched_py_environment.BatchedPyEnvironment([py_env])
+            py_env = batched_py_environment.BatchedPyEnvironment([py_env], multithreading=False)  # no pool for one env
         self._numpy_policy = None
         if seed is None:
             seed = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
