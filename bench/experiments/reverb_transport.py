@@ -58,12 +58,12 @@ def main():
     actor_agent = make_agent(config, tf_py_environment.TFPyEnvironment(load_batched("Hopper-v5", 2, seed=0)),
                              tf.Variable(0, dtype=tf.int64))
     rows, length = config.num_envs, config.steps_per_env
-    server = distributed.make_reverb_server(agent, train_step, length, rows)
+    server = distributed.make_reverb_server(agent, length, rows)
     address = f"localhost:{server.port}"
     publisher = distributed.PolicyPublisher(address, agent.collect_policy, train_step)
     actor = distributed.ReverbActor(address, load_batched("Hopper-v5", rows, seed=1), actor_agent.collect_policy,
-                                    length, seed=1)
-    batches = iter(distributed.ExperienceQueue(address, agent.collect_data_spec, train_step, length, rows).dataset())
+                                    length, 0, seed=1)
+    batches = iter(distributed.ExperienceQueue(address, agent.collect_data_spec, publisher, length, rows).dataset())
 
     def iteration(times=None):
         marks = [time.perf_counter()]

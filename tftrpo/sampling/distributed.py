@@ -13,42 +13,89 @@ updated. Staleness is ruled out by a version, the learner's train step:
 - `PolicyPublisher` (learner) pushes the collect policy's variables (weights and
   observation statistics) with the train step into a variable table laid out as TF-Agents'
   `ReverbVariableContainer`'s, before the first update and after each one (as a `Learner`
-  trigger);
+  trigger). The version is (epoch, train step): each publisher draws a random epoch, so a
+  learner restarted at a train step the actors have already collected for still gets new
+  rows. With the variables go a few probe observations and actions and the policy's log
+  probabilities of them, which an actor checks its own policy against after loading the
+  weights: an actor whose networks compute something else (another activation, another
+  normaliser clip) is refused, not trained on;
 - a `ReverbActor` collects one batch per version: it waits until a version other than the
   one it last collected with is published, loads it, collects, and writes each row as one
-  Reverb item (one step of [steps_per_env, ...] arrays) whose priority is that version;
+  Reverb item (one step of [steps_per_env, ...] arrays) tagged with the version and the row's
+  place in the update's batch (`first_row` + its env's index);
 - the experience table is a FIFO queue that hands each row out once;
-- `ExperienceQueue.dataset()` drops rows whose version is not the learner's train step (rows
-  written for a version before a learner restarted from an older checkpoint) and batches
-  `rows_per_iteration` current rows: one update's [B, T] batch.
+- `ExperienceQueue.dataset()` drops rows of any other version (rows written before a
+  learner restarted) and batches `rows_per_iteration` current rows in row order: one
+  update's [B, T] batch, each row position holding the same env on every update (the reward
+  normaliser carries each row's running return into the next batch's row).
 
 The update is synchronous, as in the paper: the learner waits for every row of the
-iteration, so `rows_per_iteration` must equal the actors' envs together.
+iteration, so `rows_per_iteration` must equal the actors' envs together, and the actors'
+rows must cover 0..B-1 once each.
 """
+import secrets
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import reverb
 import tensorflow as tf
 from tf_agents.experimental.distributed import reverb_variable_container
 from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
 
 from tftrpo.sampling.single_path import SinglePathCollector
 
-__all__ = ["EXPERIENCE_TABLE", "VARIABLES_TABLE", "FINISHED", "reverb_tables", "make_reverb_server",
+__all__ = ["EXPERIENCE_TABLE", "VARIABLES_TABLE", "FINISHED", "PolicyVersion", "reverb_tables", "make_reverb_server",
            "PolicyPublisher", "ReverbActor", "ExperienceQueue"]
 
 EXPERIENCE_TABLE = "tftrpo_experience"
 VARIABLES_TABLE = reverb_variable_container.DEFAULT_TABLE
-FINISHED = -1  # the version `PolicyPublisher.finish()` publishes: actors stop
+FINISHED = -1  # the train step `PolicyPublisher.finish()` publishes: actors stop
+EPOCH_KEY, PROBE_KEY = "epoch", "probe"
+PROBES = 4  # probe observations published with the weights
 
 
-def _policy_variables(policy, version: tf.Variable) -> dict:
-    """The nest the variable table holds: the policy's variables and the version (the layout
-    of TF-Agents' `ReverbVariableContainer`)."""
+class PolicyVersion(NamedTuple):
+    """Which policy a row was collected with: the publisher's epoch and the train step."""
+    epoch: int
+    step: int
+
+
+def _message(policy, train_step, epoch, probe) -> dict:
+    """The nest the variable table holds: the layout of TF-Agents' `ReverbVariableContainer`
+    (the policy's variables, the train step) with the epoch and the probe."""
     return {reverb_variable_container.POLICY_KEY: policy.variables(),
-            reverb_variable_container.TRAIN_STEP_KEY: version}
+            reverb_variable_container.TRAIN_STEP_KEY: train_step, EPOCH_KEY: epoch, PROBE_KEY: probe}
+
+
+def _probe_inputs(policy) -> dict:
+    """Fixed observations and actions of the policy's specs (a seeded draw: the same in every
+    process): standard normal floats clipped to the bounds, uniform integers within them."""
+    rng = np.random.default_rng(0)
+
+    def draw(spec):
+        shape, dtype = (PROBES,) + tuple(spec.shape), spec.dtype.as_numpy_dtype
+        low = getattr(spec, "minimum", None)
+        high = getattr(spec, "maximum", None)
+        if spec.dtype.is_floating:
+            x = rng.standard_normal(shape)
+            return (x if low is None else np.clip(x, low, high)).astype(dtype)
+        low, high = (0, 9) if low is None else (low, high)
+        return rng.integers(np.broadcast_to(low, shape[1:]), np.broadcast_to(high, shape[1:]) + 1, shape).astype(dtype)
+
+    return {"observation": tf.nest.map_structure(draw, policy.time_step_spec.observation),
+            "action": tf.nest.map_structure(draw, policy.action_spec)}
+
+
+def _probe_log_prob(policy, probe) -> np.ndarray:
+    """The policy's log probability of each probe action at its probe observation, [PROBES]."""
+    time_step = tensor_spec.zero_spec_nest(policy.time_step_spec, outer_dims=(PROBES,))
+    time_step = time_step._replace(step_type=tf.fill([PROBES], ts.StepType.MID), observation=probe["observation"])
+    distribution = policy.distribution(time_step, policy.get_initial_state(PROBES)).action
+    log_probs = tf.nest.map_structure(lambda d, a: tf.reshape(d.log_prob(a), [PROBES, -1]), distribution,
+                                      probe["action"])
+    return tf.add_n([tf.reduce_sum(lp, axis=1) for lp in tf.nest.flatten(log_probs)]).numpy()
 
 
 # Variables travel through Reverb's Python client, not TF-Agents' `ReverbVariableContainer`:
@@ -59,10 +106,10 @@ def _push(client: reverb.Client, values) -> None:
     client.insert([np.asarray(v) for v in tf.nest.flatten(values)], priorities={VARIABLES_TABLE: 1.0})
 
 
-def _pull_into(client: reverb.Client, variables) -> None:
+def _pull(client: reverb.Client, structure) -> dict:
+    """The published message, as NumPy arrays in `structure`'s nest."""
     sample = next(client.sample(VARIABLES_TABLE, num_samples=1, emit_timesteps=False))
-    for variable, value in zip(tf.nest.flatten(variables), sample.data):
-        variable.assign(value[0])
+    return tf.nest.pack_sequence_as(structure, [value[0] for value in sample.data])
 
 
 def _tables(client: reverb.Client, address: str, timeout_s: float, who: str) -> dict:
@@ -88,50 +135,77 @@ def _row_spec(data_spec, steps_per_env: int):
     return tensor_spec.add_outer_dim(data_spec, steps_per_env)
 
 
-def reverb_tables(agent, train_step: tf.Variable, steps_per_env: int, rows_per_iteration: int) -> list:
+def _item_spec(data_spec, steps_per_env: int) -> dict:
+    """An experience item: one row, its place in the update's batch and its policy's epoch
+    (the train step is the item's priority)."""
+    return {"trajectory": _row_spec(data_spec, steps_per_env), "row": tf.TensorSpec([], tf.int64),
+            EPOCH_KEY: tf.TensorSpec([], tf.int64)}
+
+
+def _message_signature(policy) -> dict:
+    scalar = tf.TensorSpec([], tf.int64)
+    probe = tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), _probe_inputs(policy))
+    probe["log_prob"] = tf.TensorSpec([PROBES], tf.float32)
+    return {reverb_variable_container.POLICY_KEY: _signature(policy.variables()),
+            reverb_variable_container.TRAIN_STEP_KEY: scalar, EPOCH_KEY: scalar, PROBE_KEY: probe}
+
+
+def reverb_tables(agent, steps_per_env: int, rows_per_iteration: int) -> list:
     """The two tables of a `reverb.Server` for `agent`'s distributed collection.
 
     - `EXPERIENCE_TABLE`: a queue of one iteration's rows (FIFO, each row handed out once;
-      writers wait while it is full), each one item of [steps_per_env, ...] `agent.collect_data_spec` arrays;
-    - `VARIABLES_TABLE`: the latest published collect-policy variables and version.
+      writers wait while it is full), each one item of [steps_per_env, ...] `agent.collect_data_spec`
+      arrays with the row's place in the batch and its policy's epoch;
+    - `VARIABLES_TABLE`: the latest published collect-policy variables, version and probe.
     """
     if steps_per_env < 2:
         raise ValueError(f"reverb_tables: steps_per_env must be >= 2, got {steps_per_env}")
     if rows_per_iteration < 1:
         raise ValueError(f"reverb_tables: rows_per_iteration must be >= 1, got {rows_per_iteration}")
-    variables = _policy_variables(agent.collect_policy, train_step)
     return [
         reverb.Table.queue(EXPERIENCE_TABLE, max_size=rows_per_iteration,
-                           signature=_row_spec(agent.collect_data_spec, steps_per_env)),
+                           signature=_item_spec(agent.collect_data_spec, steps_per_env)),
         reverb.Table(VARIABLES_TABLE, sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
                      rate_limiter=reverb.rate_limiters.MinSize(1), max_size=1, max_times_sampled=0,
-                     signature=_signature(variables)),
+                     signature=_message_signature(agent.collect_policy)),
     ]
 
 
 class PolicyPublisher:
     """The learner's side of the weights: publishes the collect policy and its version.
 
-    Callable as a `tf_agents.train.Learner` trigger (`trigger(train_step)`), so that every
-    `learner.run()` ends by publishing the updated policy. Call `publish()` once before the
-    first update, and `finish()` at the end to stop the actors.
+    Callable as a `tf_agents.train.Learner` trigger (`trigger(train_step)`): the Learner calls
+    its triggers at the end of each `run()`, so with `run(iterations=1)` every update is
+    followed by publishing the updated policy. Call `publish()` once before the first update,
+    and `finish()` at the end to stop the actors.
+
+    The version is (`epoch`, train step); the epoch is drawn at random for each publisher, so
+    the rows of a learner restarted from a checkpoint are told from those of the run before.
     """
 
     def __init__(self, server_address: str, policy, train_step: tf.Variable):
         self._client = reverb.Client(server_address)
-        self._variables = _policy_variables(policy, train_step)
+        self._policy, self._train_step = policy, train_step
+        self.epoch = secrets.randbits(62)
+        self._probe = _probe_inputs(policy)
 
-    def publish(self) -> int:
-        """Pushes the policy's variables with the current train step; returns that version."""
-        _push(self._client, self._variables)
-        return int(self._variables[reverb_variable_container.TRAIN_STEP_KEY].numpy())
+    @property
+    def train_step(self) -> tf.Variable:
+        return self._train_step
+
+    def publish(self, step: Optional[int] = None) -> PolicyVersion:
+        """Pushes the policy's variables with the current train step (or `step`); returns the version."""
+        step = int(self._train_step.numpy()) if step is None else int(step)
+        probe = dict(self._probe, log_prob=_probe_log_prob(self._policy, self._probe))
+        _push(self._client, _message(self._policy, np.int64(step), np.int64(self.epoch), probe))
+        return PolicyVersion(self.epoch, step)
 
     def __call__(self, train_step=None) -> None:
         self.publish()
 
     def finish(self) -> None:
-        """Publishes the version `FINISHED`: each actor returns from `run()` when it sees it."""
-        _push(self._client, dict(self._variables, **{reverb_variable_container.TRAIN_STEP_KEY: np.int64(FINISHED)}))
+        """Publishes the train step `FINISHED`: each actor returns from `run()` when it sees it."""
+        self.publish(FINISHED)
 
 
 class ReverbActor:
@@ -141,34 +215,41 @@ class ReverbActor:
       server_address: "host:port" of the learner's `reverb.Server` (`reverb_tables`).
       env: this actor's batched Python environment (e.g. `tftrpo.envs.load_batched`), or one env.
       policy: the collect policy to load the published variables into: built like the
-        learner's (`agent.collect_policy` of an agent made from the same config), so that
-        its variables line up with the published ones.
+        learner's (`agent.collect_policy` of an agent made from the same config). Its variables
+        must line up with the published ones, and after loading them it must give the
+        published probe's log probabilities, else it is refused (`ValueError`).
       steps_per_env: T, the length of each row; the learner's.
+      first_row: this actor's first row in the update's [B, T] batch: its envs fill rows
+        first_row .. first_row + n - 1 (with actors of n envs each: actor index × n).
       seed: seed of the policy's sampling (`SinglePathCollector`).
       timeout_s: longest wait for a new policy version (a `TimeoutError` then) and for the
         queue to take a row.
       numpy_policy: as in `SinglePathCollector`.
     """
 
-    def __init__(self, server_address: str, env, policy, steps_per_env: int, seed: Optional[int] = None,
-                 timeout_s: float = 600.0, numpy_policy: Optional[bool] = None, poll_s: float = 0.01):
+    def __init__(self, server_address: str, env, policy, steps_per_env: int, first_row: int,
+                 seed: Optional[int] = None, timeout_s: float = 600.0, numpy_policy: Optional[bool] = None,
+                 poll_s: float = 0.01):
         self._address = server_address
         self._client = reverb.Client(server_address)
         tables = _tables(self._client, server_address, timeout_s, "ReverbActor")
-        row_signature = tables[EXPERIENCE_TABLE].signature
+        item_signature = tables[EXPERIENCE_TABLE].signature
         self._collector = SinglePathCollector(env, policy, steps_per_env, numpy_policy=numpy_policy, seed=seed)
-        row_spec = _row_spec(policy.trajectory_spec, steps_per_env)
-        if not _same_signature(row_spec, row_signature):
+        item_spec = _item_spec(policy.trajectory_spec, steps_per_env)
+        if not _same_signature(item_spec, item_signature):
             raise ValueError(f"ReverbActor: rows of {steps_per_env} steps of this policy's trajectories do not fit "
                              f"the server's {EXPERIENCE_TABLE} table: the learner's steps_per_env or its agent "
-                             f"differ.\n  this actor: {row_spec}\n  the server: {row_signature}")
-        self._version = tf.Variable(FINISHED, dtype=tf.int64, name="policy_version")
-        self._variables = _policy_variables(policy, self._version)
-        variable_spec = _signature(self._variables)
-        if not _same_signature(variable_spec, tables[VARIABLES_TABLE].signature):
+                             f"differ.\n  this actor: {item_spec}\n  the server: {item_signature}")
+        rows = tables[EXPERIENCE_TABLE].max_size
+        if not 0 <= first_row <= rows - self._collector.num_envs:
+            raise ValueError(f"ReverbActor: first_row={first_row} with {self._collector.num_envs} envs does not fit the "
+                             f"learner's {rows} rows per update (rows 0..{rows - 1})")
+        self._policy, self._first_row = policy, int(first_row)
+        self._structure = _message_signature(policy)
+        if not _same_signature(self._structure, tables[VARIABLES_TABLE].signature):
             raise ValueError("ReverbActor: this policy's variables do not match those the learner publishes: build "
                              "the actor's agent as the learner's (same networks, observation normalisation)."
-                             f"\n  this actor: {variable_spec}\n  the server: {tables[VARIABLES_TABLE].signature}")
+                             f"\n  this actor: {self._structure}\n  the server: {tables[VARIABLES_TABLE].signature}")
         self._length, self._timeout_s, self._poll_s = int(steps_per_env), float(timeout_s), float(poll_s)
         self._last_version, self._inserts_seen = None, None
         self.rows_written = 0
@@ -177,9 +258,10 @@ class ReverbActor:
     def collector(self) -> SinglePathCollector:
         return self._collector
 
-    def wait_for_policy(self) -> int:
+    def wait_for_policy(self) -> PolicyVersion:
         """Waits until a version other than the last one collected with is published, loads
-        its variables into the policy, and returns the version (`FINISHED`: stop)."""
+        its variables into the policy, checks the policy against the probe, and returns the
+        version (its `step` `FINISHED`: stop)."""
         deadline = time.monotonic() + self._timeout_s
         while True:
             table = _tables(self._client, self._address, self._timeout_s, "ReverbActor")[VARIABLES_TABLE]
@@ -188,31 +270,51 @@ class ReverbActor:
             inserts = table.rate_limiter_info.insert_stats.completed
             if table.current_size and inserts != self._inserts_seen:
                 self._inserts_seen = inserts
-                _pull_into(self._client, self._variables)
-                version = int(self._version.numpy())
+                message = _pull(self._client, self._structure)
+                version = PolicyVersion(int(message[EPOCH_KEY]), int(message[reverb_variable_container.TRAIN_STEP_KEY]))
+                if version.step == FINISHED:
+                    return version
                 if version != self._last_version:
+                    self._load(message)
                     return version
             if time.monotonic() > deadline:
-                raise TimeoutError(f"ReverbActor: no policy version other than {self._last_version} was published "
+                last = "none" if self._last_version is None else self._last_version.step
+                raise TimeoutError(f"ReverbActor: no policy version other than {last} was published "
                                    f"at {self._address} within {self._timeout_s:g} s: is the learner running and "
                                    "publishing (PolicyPublisher) after each update?")
             time.sleep(self._poll_s)
 
-    def write(self, experience, version: int) -> None:
-        """Writes each [T] row of a [n, T] batch as one item of the experience table, with
-        `version` as its priority, and records it as the version this actor last collected with
-        (`wait_for_policy` then waits for another)."""
+    def _load(self, message) -> None:
+        """Assigns the published variables and checks that the policy now computes what the
+        learner's does on the probe (same variables, but another activation or normaliser clip
+        would act with another π and send off-policy rows)."""
+        for variable, value in zip(self._policy.variables(), message[reverb_variable_container.POLICY_KEY]):
+            variable.assign(value)
+        probe = message[PROBE_KEY]
+        mine, learners = _probe_log_prob(self._policy, probe), probe["log_prob"]
+        if not np.allclose(mine, learners, rtol=1e-4, atol=1e-4):
+            raise ValueError("ReverbActor: with the published weights this policy gives other action probabilities "
+                             "than the learner's (log probabilities of the probe actions: this actor "
+                             f"{np.round(mine, 4).tolist()}, the learner {np.round(learners, 4).tolist()}): build "
+                             "the actor's agent with the learner's configuration (activations, normalisation)")
+
+    def write(self, experience, version: PolicyVersion) -> None:
+        """Writes each [T] row of a [n, T] batch as one item of the experience table, tagged
+        with `version` and its row (`first_row` + b), and records `version` as the one this
+        actor last collected with (`wait_for_policy` then waits for another)."""
         rows, length = np.shape(experience.step_type)[:2]
         if length != self._length:
             raise ValueError(f"ReverbActor.write: rows of {length} steps, the table's are {self._length}")
         batch = tf.nest.map_structure(np.asarray, experience)
+        epoch = np.int64(version.epoch)
         # A row is one Reverb step of [T, ...] arrays: one append per row, where an append per
         # time step cost ~70 µs each (2048 of them took as long as collecting a Hopper batch).
         writer = self._client.trajectory_writer(num_keep_alive_refs=1)
         try:
             for b in range(rows):
-                writer.append(tf.nest.map_structure(lambda x: x[b], batch))  # pylint: disable=cell-var-from-loop
-                writer.create_item(EXPERIENCE_TABLE, priority=float(version),
+                writer.append({"trajectory": tf.nest.map_structure(lambda x: x[b], batch),  # pylint: disable=cell-var-from-loop
+                               "row": np.int64(self._first_row + b), EPOCH_KEY: epoch})
+                writer.create_item(EXPERIENCE_TABLE, priority=float(version.step),
                                    trajectory=tf.nest.map_structure(lambda column: column[-1], writer.history))
                 # Sends the row (waiting while the queue is full).
                 writer.end_episode(timeout_ms=int(self._timeout_s * 1000))
@@ -227,11 +329,11 @@ class ReverbActor:
 
     def run(self, iterations: Optional[int] = None) -> int:
         """Collects and writes one batch per published version, until `iterations` batches
-        (None: no limit) or the version `FINISHED`; returns the batches written."""
+        (None: no limit) or the train step `FINISHED`; returns the batches written."""
         batches = 0
         while iterations is None or batches < iterations:
             version = self.wait_for_policy()
-            if version == FINISHED:
+            if version.step == FINISHED:
                 break
             experience = self._collector.collect()
             self.write(experience, version)
@@ -254,46 +356,62 @@ class ExperienceQueue:
     Args:
       server_address: "host:port" of the `reverb.Server` made with `reverb_tables`.
       data_spec: `agent.collect_data_spec`.
-      train_step: the learner's train step (the agent's `train_step_counter`): the version
-        the rows of the next update must carry.
+      publisher: the learner's `PolicyPublisher`: the rows of the next update must carry its
+        epoch and its train step (the agent's `train_step_counter`).
       steps_per_env: T, as in `reverb_tables`.
       rows_per_iteration: B, the rows of one update: the actors' envs together.
-      timeout_s: longest wait for a row; None waits for ever. After it the dataset ends
-        (the learner's `next()` raises `StopIteration` / `OutOfRangeError`).
+      timeout_s: longest wait for the next row; None waits for ever. After it the dataset
+        ends (the learner's `next()` raises `StopIteration` / `OutOfRangeError`). Reverb's
+        sampler asks for the next rows as soon as a batch is complete, so the clock runs
+        through the learner's own update and the actors' collection: it must exceed both.
     """
 
-    def __init__(self, server_address: str, data_spec, train_step: tf.Variable, steps_per_env: int,
+    def __init__(self, server_address: str, data_spec, publisher: PolicyPublisher, steps_per_env: int,
                  rows_per_iteration: int, timeout_s: Optional[float] = None):
         table = _tables(reverb.Client(server_address), server_address, 60, "ExperienceQueue")[EXPERIENCE_TABLE]
         if table.max_size != rows_per_iteration:
             raise ValueError(f"ExperienceQueue: rows_per_iteration={rows_per_iteration}, but the server's "
                              f"{EXPERIENCE_TABLE} queue holds {table.max_size} rows: make both with the same number")
-        if not _same_signature(_row_spec(data_spec, steps_per_env), table.signature):
+        self._item_spec = _item_spec(data_spec, steps_per_env)
+        if not _same_signature(self._item_spec, table.signature):
             raise ValueError(f"ExperienceQueue: rows of {steps_per_env} steps of data_spec do not fit the server's "
                              f"{EXPERIENCE_TABLE} table (another steps_per_env or agent)")
-        self._address, self._row_spec = server_address, _row_spec(data_spec, steps_per_env)
+        self._address, self._publisher = server_address, publisher
         self._timeout_ms = -1 if timeout_s is None else int(timeout_s * 1000)
-        self._train_step, self._rows = train_step, int(rows_per_iteration)
+        self._rows = int(rows_per_iteration)
 
     def dataset(self) -> tf.data.Dataset:
         """(experience [B, T], `reverb.SampleInfo` [B]) per update, the form
-        `tf_agents.train.Learner(experience_dataset_fn=...)` takes; only rows whose version
-        is the train step's, in the order they were written (one sampling worker)."""
-        rows = reverb.TrajectoryDataset(
+        `tf_agents.train.Learner(experience_dataset_fn=...)` takes: only rows of the publisher's
+        epoch and train step, in row order (an `InvalidArgumentError` naming the rows when the
+        actors' rows do not cover 0..B-1 once each)."""
+        items = reverb.TrajectoryDataset(
             self._address, EXPERIENCE_TABLE,
-            dtypes=tf.nest.map_structure(lambda spec: spec.dtype, self._row_spec),
-            shapes=tf.nest.map_structure(lambda spec: spec.shape, self._row_spec),
+            dtypes=tf.nest.map_structure(lambda spec: spec.dtype, self._item_spec),
+            shapes=tf.nest.map_structure(lambda spec: spec.shape, self._item_spec),
             max_in_flight_samples_per_worker=self._rows, num_workers_per_iterator=1,
             rate_limiter_timeout_ms=self._timeout_ms)
+        epoch, train_step = tf.constant(self._publisher.epoch, tf.int64), self._publisher.train_step
 
-        def current(experience, info):
-            return tf.equal(info.priority, tf.cast(self._train_step, tf.float64))
+        def current(item, info):
+            return tf.logical_and(tf.equal(item[EPOCH_KEY], epoch),
+                                  tf.equal(info.priority, tf.cast(train_step, tf.float64)))
 
-        return (rows.map(lambda sample: (sample.data, sample.info)).filter(current)
-                .batch(self._rows, drop_remainder=True))
+        def in_row_order(item, info):
+            order = tf.argsort(item["row"], stable=True)
+            rows = tf.gather(item["row"], order)
+            check = tf.debugging.assert_equal(
+                rows, tf.range(self._rows, dtype=tf.int64), summarize=self._rows,
+                message=f"the rows of an update must be 0..{self._rows - 1} once each (give each ReverbActor "
+                        "its own first_row, actor index x its envs); x: this update's rows, sorted")
+            with tf.control_dependencies([check]):
+                order = tf.identity(order)
+            return tuple(tf.nest.map_structure(lambda x: tf.gather(x, order), (item["trajectory"], info)))
+
+        return (items.map(lambda sample: (sample.data, sample.info)).filter(current)
+                .batch(self._rows, drop_remainder=True).map(in_row_order))
 
 
-def make_reverb_server(agent, train_step: tf.Variable, steps_per_env: int, rows_per_iteration: int,
-                       port: Optional[int] = None) -> reverb.Server:
+def make_reverb_server(agent, steps_per_env: int, rows_per_iteration: int, port: Optional[int] = None) -> reverb.Server:
     """A `reverb.Server` on localhost with `reverb_tables` (port None: a free one)."""
-    return reverb.Server(reverb_tables(agent, train_step, steps_per_env, rows_per_iteration), port=port)
+    return reverb.Server(reverb_tables(agent, steps_per_env, rows_per_iteration), port=port)
