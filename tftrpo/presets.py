@@ -11,6 +11,7 @@ solve CartPole-v1 in a few thousand steps.
 """
 import dataclasses
 import functools
+import re
 from typing import Dict, Optional, Tuple
 
 from tftrpo.envs.registry import family
@@ -109,13 +110,19 @@ _FAMILY["other"] = _FAMILY["classic"]
 
 # rl-zoo3's MuJoCo δ and damping λ, in sb3-contrib's units (KL averaged over action dimensions).
 _RL_ZOO3_TRUST_REGION = dict(max_kl=0.01, cg_damping=0.1)
-_RL_ZOO3_ENV_TRUST_REGION = {"HalfCheetah-v5": dict(max_kl=0.04)}
+_RL_ZOO3_ENV_TRUST_REGION = {"HalfCheetah": dict(max_kl=0.04)}
 
+# Per task, whatever its version (HalfCheetah-v4 and -v5 alike).
 _ENV = {
-    "Swimmer-v5": dict(discount_factor=0.9999, vine_rollout_length=50),
-    "InvertedPendulum-v5": dict(steps=60_000, steps_per_env=512, eval_interval=5),
-    "Pendulum-v1": dict(steps_per_env=1024, normalize_rewards=True, max_kl=0.02, lambda_value=0.95),
+    "Swimmer": dict(discount_factor=0.9999, vine_rollout_length=50),
+    "InvertedPendulum": dict(steps=60_000, steps_per_env=512, eval_interval=5),
+    "Pendulum": dict(steps_per_env=1024, normalize_rewards=True, max_kl=0.02, lambda_value=0.95),
 }
+
+
+def _task(env_id: str) -> str:
+    """The env id without its version: "HalfCheetah-v5" -> "HalfCheetah"."""
+    return re.sub(r"-v\d+$", "", env_id)
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,13 +146,13 @@ def rl_zoo3_trust_region(env_id: str) -> Tuple[float, float, int]:
     the paper's units (bench/experiments/sb3_trust_region.py checks the equality on a real
     sb3-contrib batch). InvertedPendulum (d = 1) is unchanged by the conversion.
     """
-    values = {**_RL_ZOO3_TRUST_REGION, **_RL_ZOO3_ENV_TRUST_REGION.get(env_id, {})}
+    values = {**_RL_ZOO3_TRUST_REGION, **_RL_ZOO3_ENV_TRUST_REGION.get(_task(env_id), {})}
     return values["max_kl"], values["cg_damping"], action_dimension(env_id)
 
 
 def preset(env_id: str, **overrides) -> TRPOConfig:
     """The config for `env_id`: family defaults, then per-env settings, then `overrides`."""
-    values = {**_FAMILY[family(env_id)], **_ENV.get(env_id, {})}
+    values = {**_FAMILY[family(env_id)], **_ENV.get(_task(env_id), {})}
     if family(env_id) == "mujoco":
         delta, damping, d = rl_zoo3_trust_region(env_id)
         values.update(max_kl=round(d * delta, 12), cg_damping=round(d * damping, 12))
