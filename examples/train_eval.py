@@ -12,7 +12,6 @@ of two Gymnasium envs (`tftrpo.envs.load_batched`), a
 import argparse
 import os
 
-import numpy as np
 import tensorflow as tf
 from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.environments import tf_py_environment
@@ -104,7 +103,11 @@ while env_steps.result().numpy() < args.steps:
               f"explained var {loss_info.extra.explained_variance.numpy():.2f}", flush=True)
 
 checkpointer.save(train_step)
+if train_step.numpy() % 5:  # the last iteration was not evaluated in the loop
+    eval_return.reset()
+    eval_driver.run()
+    tf.summary.scalar("Metrics/EvalReturn", eval_return.result(), step=train_step)
 export_dir = os.path.join(root_dir, "policy")
 policy_saver.PolicySaver(agent.policy, batch_size=None).save(export_dir)
 print(f"SavedModel written to {export_dir}; TensorBoard: tensorboard --logdir {root_dir}")
-print(f"final eval return {np.mean(eval_return.result().numpy()):.1f}")
+print(f"final eval return {eval_return.result().numpy():.1f} (greedy, after {train_step.numpy()} iterations)")

@@ -20,6 +20,7 @@ The whole update is one `tf.function`, traced once for all batch shapes, without
 AutoGraph: its loops (CG, line search, value epochs, scans) are explicit
 `tf.while_loop`s, so tracing does not convert TF-Agents' and TFP's code on the way.
 """
+import math
 from typing import NamedTuple, Optional, Union
 
 import gin
@@ -360,18 +361,18 @@ class TRPOAgent(tf_agent.TFAgent):
     def _check_hyperparameters(max_kl, cg_iters, cg_damping, backtracks, shrink, accept_ratio,
                                gamma, lam, epochs, minibatch):
         problems = []
-        if not max_kl > 0:
-            problems.append(f"max_kl must be > 0, got {max_kl}")
+        if not 0 < max_kl < math.inf:
+            problems.append(f"max_kl must be > 0 and finite, got {max_kl}")
         if cg_iters < 1:
             problems.append(f"cg_iters must be >= 1, got {cg_iters}")
-        if cg_damping < 0:
-            problems.append(f"cg_damping must be >= 0, got {cg_damping}")
+        if not 0 <= cg_damping < math.inf:
+            problems.append(f"cg_damping must be >= 0 and finite, got {cg_damping}")
         if backtracks < 1:
             problems.append(f"line_search_max_backtracks must be >= 1, got {backtracks}")
         if not 0 < shrink < 1:
             problems.append(f"line_search_shrink must be in (0, 1), got {shrink}")
-        if accept_ratio < 0:
-            problems.append(f"accept_ratio must be >= 0, got {accept_ratio}")
+        if not 0 <= accept_ratio < math.inf:
+            problems.append(f"accept_ratio must be >= 0 and finite, got {accept_ratio}")
         if not 0 <= gamma <= 1:
             problems.append(f"discount_factor must be in [0, 1], got {gamma}")
         if not 0 <= lam <= 1:

@@ -49,7 +49,7 @@ def write_video(path: str, frames: list, fps: int = VIDEO_FPS) -> None:
 
 def check_policy_fits(action_fn, env) -> None:
     """Raises ValueError if the SavedModel's observation input does not take `env`'s observations
-    (a policy exported for another environment)."""
+    or its actions are not `env`'s (a policy exported for another environment)."""
     import tensorflow as tf
 
     inputs = action_fn.structured_input_signature[1].values()
@@ -60,6 +60,13 @@ def check_policy_fits(action_fn, env) -> None:
     if not (expected.shape[1:].is_compatible_with(spec.shape) and expected.dtype == tf.as_dtype(spec.dtype)):
         raise ValueError(f"the policy takes observations of shape {expected.shape[1:].as_list()} and dtype "
                          f"{expected.dtype.name}, but the env gives {list(spec.shape)} {tf.as_dtype(spec.dtype).name}: "
+                         "was it exported for another env? (pass the right --env)")
+    action = action_fn.structured_outputs.get("action")
+    spec = env.action_spec()
+    if isinstance(action, tf.TensorSpec) and not (action.shape[1:].is_compatible_with(spec.shape)
+                                                  and action.dtype == tf.as_dtype(spec.dtype)):
+        raise ValueError(f"the policy's actions have shape {action.shape[1:].as_list()} and dtype {action.dtype.name}, "
+                         f"but the env takes {list(spec.shape)} {tf.as_dtype(spec.dtype).name}: "
                          "was it exported for another env? (pass the right --env)")
 
 

@@ -16,6 +16,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -38,9 +39,12 @@ class UsageError(Exception):
 # ------------------------------------------------------------------------ CLI
 def _parse_tuple(text):
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        widths = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if any(width < 1 for width in widths):
+        raise argparse.ArgumentTypeError(f"layer widths must be >= 1, got {text!r}")
+    return widths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +93,11 @@ def _check_positive(config: presets.TRPOConfig):
     if config.steps_per_env < 2:
         raise UsageError("--steps-per-env must be >= 2")
     for name in ("policy_output_gain", "value_adam_epsilon", "value_learning_rate"):
-        if not getattr(config, name) > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    if not config.value_output_gain >= 0:
-        raise UsageError(f"--value-output-gain must be >= 0 (0: TF-Agents' head), got {config.value_output_gain}")
+        if not 0 < getattr(config, name) < math.inf:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0 and finite, got {getattr(config, name)}")
+    if not 0 <= config.value_output_gain < math.inf:
+        raise UsageError(f"--value-output-gain must be >= 0 and finite (0: TF-Agents' head), got "
+                         f"{config.value_output_gain}")
 
 
 def _in_flag_terms(error: Exception) -> str:
@@ -107,51 +112,111 @@ def _in_flag_terms(error: Exception) -> str:
 
 
 # ------------------------------------------------------------------- run dir
+# Flags that only one sampling scheme reads: given with the other, they would be ignored.
+_VINE_ONLY = ("vine_states", "vine_actions_per_state", "vine_rollout_length", "vine_trunk_steps", "vine_branch_envs")
+_SINGLE_PATH_ONLY = ("num_envs", "steps_per_env", "numpy_policy")
+
+
 def _resolve_run(args):
-    """(env_id, seed, sampling, config, run_dir, export_dir), checking the run directory."""
+    """(env_id, seed, sampling, config, run_dir, export_dir), checking the run directory.
+
+    A new run's config.json records both directories as absolute paths, so `--resume` from
+    another working directory finds (and replaces) the same export."""
     if args.resume:
-        if not args.run_dir:
-            raise UsageError("--resume needs --run-dir (the run to continue)")
-        config_path = os.path.join(args.run_dir, "config.json")
-        if not os.path.exists(config_path):
-            raise UsageError(f"nothing to resume: {config_path} does not exist")
-        with open(config_path) as f:
-            saved = json.load(f)
-        given = [flag for flag, value in (("--env", args.env), ("--seed", args.seed), ("--sampling", args.sampling),
-                                          ("--export-dir", args.export_dir)) if value is not None]
-        given += ["--" + name.replace("_", "-") for name in sorted(_overrides(args)) if name != "steps"]
-        if given:
-            raise UsageError("--resume continues the run as configured in its config.json; of its settings only "
-                             f"--steps may be given with it (got {', '.join(given)})")
-        if args.threads is None:  # the run's own thread pools, so that it continues bit for bit
-            args.threads = saved.get("threads")
-        elif args.threads != saved.get("threads"):
-            print(f"tftrpo-train: the run was made with --threads {saved.get('threads') or 'unset'}; with "
-                  f"--threads {args.threads} it continues, but not bit for bit", file=sys.stderr, flush=True)
-        config_fields = dict(saved["config"])
-        config_fields["hidden_layers"] = tuple(config_fields["hidden_layers"])
-        if config_fields.get("conv_layers"):
-            config_fields["conv_layers"] = tuple(tuple(c) for c in config_fields["conv_layers"])
-        if args.steps is not None:
-            config_fields["steps"] = args.steps
-        config = presets.TRPOConfig(**config_fields)
-        return saved["env"], saved["seed"], saved["sampling"], config, args.run_dir, saved["export_dir"]
+        return _resolve_resumed_run(args)
 
     env_id = args.env or presets.DEFAULT_ENV
     seed = 0 if args.seed is None else args.seed
+    if not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be in [0, 2**32), got {seed}")
+    sampling = args.sampling or "single_path"
+    other_scheme = _SINGLE_PATH_ONLY if sampling == "vine" else _VINE_ONLY
+    ignored = ["--" + name.replace("_", "-") for name in other_scheme if getattr(args, name) is not None]
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} {'applies' if len(ignored) == 1 else 'apply'} to "
+                         f"{'single-path' if sampling == 'vine' else 'vine'} sampling, not to this "
+                         f"{sampling.replace('_', '-')} run")
     _check_env_id(env_id)
     try:
         config = presets.preset(env_id, **_overrides(args))
     except ValueError as e:
         raise UsageError(str(e))
-    name = f"{env_id.replace('/', '_')}-{'vine-' if args.sampling == 'vine' else ''}seed{seed}"
-    run_dir = args.run_dir or os.path.join("runs", name)
-    export_dir = args.export_dir or os.path.join("savedmodels", os.path.basename(os.path.normpath(run_dir)))
+    name = f"{env_id.replace('/', '_')}-{'vine-' if sampling == 'vine' else ''}seed{seed}"
+    run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
+    export_dir = os.path.abspath(args.export_dir or os.path.join("savedmodels", os.path.basename(run_dir)))
+    if os.path.realpath(run_dir) == os.path.realpath(export_dir) or \
+            os.path.realpath(run_dir).startswith(os.path.realpath(export_dir) + os.sep):
+        raise UsageError(f"--export-dir {export_dir} would hold the run directory {run_dir}, and the export "
+                         "replaces it at the end: choose an export directory outside the run directory")
     for path, what in ((run_dir, "run directory"), (export_dir, "export directory")):
         if os.path.exists(path) and os.listdir(path):
             raise UsageError(f"{what} {path} already exists and is not empty; pass --resume --run-dir {run_dir} "
                              "to continue that run, or choose another --run-dir / --export-dir")
-    return env_id, seed, args.sampling or "single_path", config, run_dir, export_dir
+    return env_id, seed, sampling, config, run_dir, export_dir
+
+
+def _resolve_resumed_run(args):
+    if not args.run_dir:
+        raise UsageError("--resume needs --run-dir (the run to continue)")
+    config_path = os.path.join(args.run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise UsageError(f"nothing to resume: {config_path} does not exist")
+    with open(config_path) as f:
+        saved = json.load(f)
+    given = [flag for flag, value in (("--env", args.env), ("--seed", args.seed), ("--sampling", args.sampling),
+                                      ("--export-dir", args.export_dir)) if value is not None]
+    given += ["--" + name.replace("_", "-") for name in sorted(_overrides(args)) if name != "steps"]
+    if given:
+        raise UsageError("--resume continues the run as configured in its config.json; of its settings only "
+                         f"--steps may be given with it (got {', '.join(given)})")
+    if args.threads is None:  # the run's own thread pools, so that it continues bit for bit
+        args.threads = saved.get("threads")
+    elif args.threads != saved.get("threads"):
+        print(f"tftrpo-train: the run was made with --threads {saved.get('threads') or 'unset'}; with "
+              f"--threads {args.threads} it continues, but not bit for bit", file=sys.stderr, flush=True)
+    config_fields = dict(saved["config"])
+    known = {field.name: field for field in dataclasses.fields(presets.TRPOConfig)}
+    unknown = sorted(set(config_fields) - set(known))
+    if unknown:
+        raise UsageError(f"{config_path} has settings this tftrpo does not know ({', '.join(unknown)}): it was "
+                         "written by another version; resume it with that version")
+    defaulted = [name for name in known if name not in config_fields]
+    if defaulted:  # an older tftrpo's run: settings added since take today's defaults
+        default = presets.TRPOConfig()
+        print(f"tftrpo-train: {config_path} (an older tftrpo's) has no "
+              + ", ".join(f"{name} (today's default {getattr(default, name)!r} applies)" for name in defaulted),
+              file=sys.stderr, flush=True)
+    config_fields["hidden_layers"] = tuple(config_fields.get("hidden_layers", presets.TRPOConfig.hidden_layers))
+    if config_fields.get("conv_layers"):
+        config_fields["conv_layers"] = tuple(tuple(c) for c in config_fields["conv_layers"])
+    if args.steps is not None and args.steps != config_fields.get("steps"):
+        config_fields["steps"] = args.steps
+        # The new budget is the run's from now on: a later plain --resume keeps it.
+        _write_json_atomically(config_path, dict(saved, config=dict(saved["config"], steps=args.steps)))
+    config = presets.TRPOConfig(**config_fields)
+    # Runs of tftrpo before 0.1.0's absolute paths recorded the export relative to where they started.
+    run_dir, export_dir = os.path.abspath(args.run_dir), os.path.abspath(saved["export_dir"])
+    if os.path.exists(export_dir) and os.listdir(export_dir) and not _is_export_of(export_dir, run_dir):
+        raise UsageError(f"the run's export directory {export_dir} holds something other than this run's export "
+                         f"(a run recorded with a relative path resolves it against the working directory: "
+                         f"resume from the directory the run started in, or move {export_dir} away)")
+    return saved["env"], saved["seed"], saved["sampling"], config, run_dir, export_dir
+
+
+def _is_export_of(export_dir, run_dir) -> bool:
+    """Whether `export_dir` holds an earlier export of the run in `run_dir` (its tftrpo_run.json)."""
+    try:
+        with open(os.path.join(export_dir, "tftrpo_run.json")) as f:
+            recorded = json.load(f)["run_dir"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return os.path.realpath(recorded) == os.path.realpath(run_dir)
+
+
+def _write_json_atomically(path, value):
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def _check_env_id(env_id):
@@ -190,6 +255,7 @@ def make_agent(config: presets.TRPOConfig, tf_env, train_step, **agent_overrides
 
 def run(args) -> dict:
     env_id, seed, sampling, config, run_dir, export_dir = _resolve_run(args)
+    args.resolved_run_dir = run_dir  # for main's message if the run is interrupted
     _check_positive(config)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
@@ -231,8 +297,6 @@ def run(args) -> dict:
     env_steps = tf.Variable(0, dtype=tf.int64, name="env_steps")
     branch_steps = tf.Variable(0, dtype=tf.int64, name="branch_steps")
     if sampling == "vine":
-        if args.numpy_policy:  # given explicitly (the config's default applies to single path only)
-            raise UsageError("--numpy-policy applies to single-path sampling; vine sampling acts with the TF policy")
         try:
             collector = VineCollector(
                 lambda s: load(env_id, seed=s), agent.collect_policy, num_states=config.vine_states,
@@ -274,14 +338,19 @@ def run(args) -> dict:
     # The run directory is made only once the config has built an agent and a collector, so a
     # rejected command line leaves nothing behind that the next attempt would refuse to overwrite.
     os.makedirs(run_dir, exist_ok=True)
-    if not args.resume:
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({"env": env_id, "seed": seed, "export_dir": export_dir, "sampling": sampling,
-                       "threads": args.threads, "config": dataclasses.asdict(config)}, f, indent=2)
-    checkpointer = _checkpointer(run_dir, args.resume, agent=agent, train_step=train_step,
-                                 env_steps=env_steps, branch_steps=branch_steps)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    if args.resume:
+    resume = args.resume and _has_checkpoint(ckpt_dir)
+    if args.resume and not resume:  # stopped before its first checkpoint: nothing of it to keep
+        print(f"tftrpo-train: {run_dir} has no checkpoint yet (the run stopped before its first): it starts again "
+              "from its beginning", file=sys.stderr, flush=True)
+        shutil.rmtree(os.path.join(run_dir, "tensorboard"), ignore_errors=True)
+    if not args.resume:
+        _write_json_atomically(os.path.join(run_dir, "config.json"), {
+            "env": env_id, "seed": seed, "run_dir": run_dir, "export_dir": export_dir, "sampling": sampling,
+            "threads": args.threads, "config": dataclasses.asdict(config)})
+    checkpointer = _checkpointer(run_dir, resume, agent=agent, train_step=train_step,
+                                 env_steps=env_steps, branch_steps=branch_steps)
+    if resume:
         state = _load_run_state(ckpt_dir, int(train_step.numpy()))
         if state is None:
             print("tftrpo-train: this checkpoint has no saved env and sampler state (a run from an older "
@@ -310,9 +379,17 @@ def run(args) -> dict:
     bar = _progress_bar(config.steps, int(env_steps.numpy()), env_id, args.no_progress)
     last_eval = None
     start = time.time()
-    batch_steps = collector.simulator_steps_per_collect
+
+    def batch_steps():
+        """An iteration's simulator steps, for the budget rule: single path's B·T slots; vine's
+        mean so far (its bound, trunk + N·K·L, is several times what branches cut short by
+        episode ends take), from counters the checkpoint holds, so a resume stops alike."""
+        iterations = int(train_step.numpy())
+        if sampling == "vine" and iterations:
+            return int(env_steps.numpy()) / iterations
+        return collector.simulator_steps_per_collect
     with writer.as_default():
-        while another_iteration(int(env_steps.numpy()), config.steps, batch_steps):
+        while another_iteration(int(env_steps.numpy()), config.steps, batch_steps()):
             t0 = time.time()
             info, iteration_steps, branch = collect_and_train()
             env_steps.assign_add(iteration_steps)
@@ -322,7 +399,7 @@ def run(args) -> dict:
             step = int(env_steps.numpy())
             steps_per_second = iteration_steps / (time.time() - t0)
             eval_value = None
-            final = not another_iteration(step, config.steps, batch_steps)
+            final = not another_iteration(step, config.steps, batch_steps())
             if iteration % config.eval_interval == 0 or final:
                 eval_value = last_eval = evaluate(iteration)
                 tf.summary.scalar("Metrics/EvalAverageReturn", eval_value, step=step)
@@ -379,7 +456,7 @@ def another_iteration(env_steps: int, budget: int, iteration_steps: int) -> bool
 
     An iteration collects whole batches of about `iteration_steps` (the collector's
     `simulator_steps_per_collect`: B·T slots for single path, of which resets take a few;
-    trunk plus branch steps for vine), so a run cannot end exactly on its budget. It
+    for vine the mean of the run's iterations so far), so a run cannot end exactly on its budget. It
     runs a first iteration, then another while the shortfall exceeds half an iteration:
     `--steps 4096` with 2 × 1024 slots is 2 iterations (4092 steps), not 3 (6138) for
     the 4 slots that resets took. The rule reads only counters the checkpoint holds, so
@@ -398,8 +475,6 @@ def _checkpointer(run_dir, resume, **objects):
     import tensorflow as tf
 
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    if resume and not tf.train.latest_checkpoint(ckpt_dir):
-        raise UsageError(f"nothing to resume: no checkpoint in {ckpt_dir}")
     try:
         checkpointer = common.Checkpointer(ckpt_dir=ckpt_dir, max_to_keep=3, **objects)
         status = checkpointer.initialize_or_restore()
@@ -422,6 +497,12 @@ def _lacks_only_the_minibatch_seed(error: AssertionError) -> bool:
     checkpoints of tftrpo before it drew its minibatch orders statelessly do not hold."""
     message = str(error)
     return message.startswith("Found 1 Python objects that were not bound") and "'minibatch_seed:0'" in message
+
+
+def _has_checkpoint(ckpt_dir) -> bool:
+    import tensorflow as tf
+
+    return tf.train.latest_checkpoint(ckpt_dir) is not None
 
 
 def _run_state_path(ckpt_dir, iteration):
@@ -518,8 +599,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"tftrpo-train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tftrpo-train: interrupted; the last checkpoint (saved every --checkpoint-interval iterations) "
-              "is intact: continue from it with --resume", file=sys.stderr)
+        run_dir = getattr(args, "resolved_run_dir", None)
+        if run_dir is None or not os.path.exists(os.path.join(run_dir, "config.json")):
+            print("tftrpo-train: interrupted before the run started; nothing was written", file=sys.stderr)
+        elif os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint")):  # TF's checkpoint index
+            print("tftrpo-train: interrupted; the last checkpoint (saved every --checkpoint-interval iterations) "
+                  f"is intact: continue from it with tftrpo-train --resume --run-dir {run_dir}", file=sys.stderr)
+        else:
+            print("tftrpo-train: interrupted before the first checkpoint; tftrpo-train --resume --run-dir "
+                  f"{run_dir} starts the run again from its beginning", file=sys.stderr)
         return 130
     return 0
 
