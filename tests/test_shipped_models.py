@@ -14,10 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(REPO, "savedmodels", "*", "tftrpo_run.json")))
 
 
-def test_the_default_task_and_hopper_are_shipped():
+def test_the_default_task_and_the_benchmark_tasks_are_shipped():
     names = {os.path.basename(p) for p in SHIPPED}
-    assert "InvertedPendulum-v5-shipped" in names
-    assert "Hopper-v5-shipped" in names
+    assert {f"{env}-v5-shipped" for env in ("InvertedPendulum", "Hopper", "Walker2d", "HalfCheetah", "Swimmer")} <= names
 
 
 @pytest.mark.parametrize("export_dir", SHIPPED, ids=os.path.basename)
