@@ -194,7 +194,7 @@ def _resolve_resumed_run(args):
         # The new budget is the run's from now on: a later plain --resume keeps it.
         _write_json_atomically(config_path, dict(saved, config=dict(saved["config"], steps=args.steps)))
     config = presets.TRPOConfig(**config_fields)
-    # Runs of tftrpo before 0.1.0's absolute paths recorded the export relative to where they started.
+    # Runs of earlier tftrpo versions recorded the export relative to the directory they started in.
     run_dir, export_dir = os.path.abspath(args.run_dir), os.path.abspath(saved["export_dir"])
     if os.path.exists(export_dir) and os.listdir(export_dir) and not _is_export_of(export_dir, run_dir):
         raise UsageError(f"the run's export directory {export_dir} holds something other than this run's export "
