@@ -230,13 +230,13 @@ def report():
             for variant in VARIANTS:
                 for i, r in enumerate(sorted((x for x in runs if x["env"] == env_id and variant_of(x) == variant),
                                              key=lambda x: x["seed"])):
-                    curve = np.array(r["curve"], dtype=float)
+                    curve = training_curve(r)
                     if len(curve):
                         ax.plot(curve[:, 0], curve[:, 1], color=colors[variant], alpha=0.8, lw=1,
                                 label=LABELS[variant] if i == 0 else None)
             ax.set_title(env_id)
             ax.set_xlabel("environment steps")
-            ax.set_ylabel("training return (mean of the last\n20 episodes: tftrpo; 100: sb3-contrib)", fontsize=8)
+            ax.set_ylabel("training return (mean of the last 20\nepisodes; 100 for sb3-contrib runs before\nits worker kept 20)", fontsize=7)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -260,9 +260,16 @@ def update_readme(path, tables) -> None:
         f.write(text)
 
 
+def training_curve(run) -> np.ndarray:
+    """[steps, training return] of a run, the return a mean over the last 20 episodes on both
+    sides: sb3-contrib's Monitor curve averages 100, so its worker also keeps `curve_last20`
+    (runs before it did have only the 100-episode curve)."""
+    return np.array(run.get("curve_last20", run["curve"]), dtype=float)
+
+
 def late_training_return(run, last_fraction=0.1) -> float:
     """Mean of the run's training-return curve over its last 10% of steps (stochastic policy)."""
-    curve = np.array(run["curve"], dtype=float)
+    curve = training_curve(run)
     return float(np.mean(curve[curve[:, 0] > (1.0 - last_fraction) * run["steps"], 1]))
 
 

@@ -234,13 +234,20 @@ def worker_tftrpo_profile(args):
                     e.reset()
         return time.perf_counter() - t0
 
+    real_steps = []  # py_stepping's simulator steps: its slots less the resets (a FIRST time step)
+
     def py_stepping():
+        """The collector's B·T slots on the batched env with random actions (the slot after a
+        LAST resets the env: no simulator step there, as in the collector)."""
         actions = rng.uniform(spec.minimum, spec.maximum,
                               size=(steps // config.num_envs, config.num_envs) + spec.shape).astype(spec.dtype)
+        resets = 0
         t0 = time.perf_counter()
         for a in actions:
-            py_env.step(a)
-        return time.perf_counter() - t0
+            resets += int((py_env.step(a).step_type == 0).sum())
+        seconds = time.perf_counter() - t0
+        real_steps.append(len(actions) * config.num_envs - resets)
+        return seconds
 
     state = {"ts": None}
 
@@ -286,7 +293,8 @@ def worker_tftrpo_profile(args):
     out = {"versions": {"tftrpo": tftrpo.__version__, "tensorflow": tf.__version__},
            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-           "env_steps_per_iteration": steps, "warmup_iterations": warm, "warmup_seconds": warmup_s,
+           "env_steps_per_iteration": steps, "py_env_stepping_real_steps": real_steps[1:],
+           "warmup_iterations": warm, "warmup_seconds": warmup_s,
            "iterations": args.iterations, "parts_seconds": parts, "train_extras": extras,
            "checkpoint_interval": config.checkpoint_interval, "uses_numpy_policy": collector.uses_numpy_policy,
            "os_threads_at_exit": _proc_threads()}
@@ -546,12 +554,13 @@ def build_payload(args, name, machine, tftrpo_path, steps, raw_steps, rounds, ru
         "peak_rss_tftrpo_over_sb3_of_medians": (summary["tftrpo"]["peak_rss_mib"]["median"]
                                                 / summary["sb3"]["peak_rss_mib"]["median"]),
     }
+    # The targets are judged on the per-round ratios (each round's libraries ran side by side);
+    # a ratio of the two medians pairs rounds that did not run together.
+    over_sb3 = ratios["tftrpo_over_sb3_steady_per_round"]["median"]
+    over_raw = ratios["tftrpo_train_over_raw_gym_per_round"]["median"]
     targets = {
-        "tftrpo_at_least_2.5x_sb3_steps_per_second": {"target": 2.5, "measured": ratios["tftrpo_over_sb3_steady_of_medians"],
-                                                      "met": ratios["tftrpo_over_sb3_steady_of_medians"] >= 2.5},
-        "tftrpo_at_least_50pct_of_raw_gym": {"target": 0.5,
-                                             "measured": ratios["tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians"],
-                                             "met": ratios["tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians"] >= 0.5},
+        "tftrpo_at_least_2.5x_sb3_steps_per_second": {"target": 2.5, "measured": over_sb3, "met": over_sb3 >= 2.5},
+        "tftrpo_at_least_50pct_of_raw_gym": {"target": 0.5, "measured": over_raw, "met": over_raw >= 0.5},
     }
     breakdown = _breakdown(profile, summary, raw) if profile else None
     versions = {"tftrpo": runs["tftrpo"][0]["launcher"] if runs["tftrpo"] else None,
@@ -598,6 +607,10 @@ def _breakdown(profile, summary, raw):
     n = profile["env_steps_per_iteration"]
     cli_iter_ms = 1e3 * n / summary["tftrpo"]["steady_steps_per_second"]["median"]
     gym_ms, py_ms, drv_ms = p["gym_stepping_s"], p["py_env_stepping_s"], p["driver_random_policy_s"]
+    if profile.get("py_env_stepping_real_steps"):
+        # gym_stepping steps n real steps; the batched env's n slots held fewer (resets take
+        # slots): MuJoCo's share of those slots is gym's time for as many real steps.
+        gym_ms *= _median(profile["py_env_stepping_real_steps"]) / n
     sb3_collect = summary["sb3"]["median_collect_ms"].get("median")
     sb3_env_ms = 1e3 * n / raw["sb3:sb3_dummy_vec_env"]["median"]
     return {
@@ -607,7 +620,7 @@ def _breakdown(profile, summary, raw):
         "checkpoint_interval": profile.get("checkpoint_interval", 1),
         "tftrpo_profiled_median_ms": {
             "collect": collect, "train": train, "checkpoint_save": p["checkpoint_s"],
-            "gym_raw_stepping_same_steps": gym_ms, "tftrpo_py_batched_env_same_steps": py_ms,
+            "gym_raw_stepping_same_real_steps": gym_ms, "tftrpo_py_batched_env_same_slots": py_ms,
             "tfagents_driver_random_policy_same_steps": drv_ms},
         # collection = raw gym + tftrpo's Python env layer + the rollout loop (the policy: NumPy
         # mirror or TF graph, see the profile's uses_numpy_policy; the trajectory arrays):
@@ -656,8 +669,8 @@ def plot(path, payload):
     ax.legend(fontsize=8)
     rt = payload["ratios"]
     s = payload["summary"]
-    ax.set_title(f"training: tftrpo/sb3 = {rt['tftrpo_over_sb3_steady_of_medians']:.2f}, "
-                 f"tftrpo/raw gym = {rt['tftrpo_train_over_raw_gym_single_tftrpo_venv_of_medians']:.2f} (medians)\n"
+    ax.set_title(f"training: tftrpo/sb3 = {rt['tftrpo_over_sb3_steady_per_round']['median']:.2f}, "
+                 f"tftrpo/raw gym = {rt['tftrpo_train_over_raw_gym_per_round']['median']:.2f} (median per round)\n"
                  f"peak RSS: tftrpo {s['tftrpo']['peak_rss_mib']['median']:.0f} MiB, "
                  f"sb3 {s['sb3']['peak_rss_mib']['median']:.0f} MiB", fontsize=9)
     ax = axes[1]

@@ -72,11 +72,18 @@ def measure(req):
         n = STATE["num_envs"]
         calls = steps // n
         actions = rng.uniform(spec.minimum, spec.maximum, size=(calls, n) + spec.shape).astype(spec.dtype)
+        from tf_agents.trajectories import time_step as ts
+
+        first = int(ts.StepType.FIRST)
+        resets = 0
         t0 = time.perf_counter()
         for i in range(calls):
-            env.step(actions[i])
+            resets += int((env.step(actions[i]).step_type == first).sum())
         seconds = time.perf_counter() - t0
-        return {"steps": calls * n, "seconds": seconds, "steps_per_second": calls * n / seconds}
+        # The slot after a LAST resets the env (its FIRST time step): no simulator step, as in
+        # the collector's count; gym_single and sb3's DummyVecEnv reset inside a real step.
+        real = calls * n - resets
+        return {"steps": real, "slots": calls * n, "seconds": seconds, "steps_per_second": real / seconds}
     if what == "tfagents_driver":
         t0 = time.perf_counter()
         time_step, _ = STATE["run"](time_step=STATE["time_step"])
