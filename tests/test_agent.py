@@ -386,6 +386,10 @@ def test_wrong_network_specs_are_named():
     with pytest.raises(ValueError, match="action spec"):
         TRPOAgent(ts.time_step_spec(OBS_SPEC), CONT_ACTION, networks.actor_network(OBS_SPEC, DISC_ACTION),
                   networks.value_network(OBS_SPEC), tf.keras.optimizers.Adam())
+    from_one = tensor_spec.BoundedTensorSpec([], tf.int64, 1, 3)  # a categorical head would sample 0..2
+    with pytest.raises(ValueError, match="does not start at 0"):
+        TRPOAgent(ts.time_step_spec(OBS_SPEC), from_one, networks.actor_network(OBS_SPEC, from_one),
+                  networks.value_network(OBS_SPEC), tf.keras.optimizers.Adam())
     with pytest.raises(TypeError, match="time_step_spec"):
         TRPOAgent(OBS_SPEC, CONT_ACTION, networks.actor_network(OBS_SPEC, CONT_ACTION),
                   networks.value_network(OBS_SPEC), tf.keras.optimizers.Adam())
@@ -427,13 +431,15 @@ def test_a_refused_non_finite_batch_changes_nothing(field, statistics_before_upd
 
 
 def test_weights_of_another_shape_are_refused_and_nan_weights_change_nothing():
-    agent = make_agent(normalize_observations=True)
+    agent = make_agent(normalize_observations=True, normalize_rewards=True)
     experience = random_experience(agent, batch_size=3, length=40, seed=9)
     for shape in ([4], [3, 39], [3, 40, 1]):
         with pytest.raises(ValueError, match=r"weights must be a scalar, \[B\] \(per row\) or \[B, T\]"):
             agent.train(experience, weights=tf.ones(shape))
     assert_refused_without_change(agent, experience, "weights contains NaN or Inf",
                                   weights=tf.constant([1.0, np.nan, 1.0]))
+    assert_refused_without_change(agent, experience, "weights must be >= 0",
+                                  weights=tf.constant([1.0, -1.0, 1.0]))
     # A scalar weight is every row's and a [B, T] of ones is no weighting: the same update.
     scaled, plain = make_agent(), make_agent()
     copy_networks(plain, scaled)

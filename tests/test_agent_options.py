@@ -13,7 +13,7 @@ from tf_agents.specs import tensor_spec
 
 from test_advantages import reference_gae
 from test_agent import CONT_ACTION, DISC_ACTION, OBS_SPEC, copy_networks, distribution, independent_mask, make_agent
-from tftrpo import networks
+from tftrpo import TRPOEvaluationLossInfo, VineExperience, networks
 from tftrpo.normalization import RewardNormalizer
 from trajectories import random_experience
 
@@ -87,14 +87,27 @@ def test_one_update_matches_its_numpy_account(case, action_spec):
         assert backtracks >= 1  # the full step of a 200-nat region overshoots: the shrink is what is checked
 
 
-def test_zero_weight_rows_do_not_move_the_policy():
-    """A row of weight 0 contributes nothing: the step equals the one on the other rows alone."""
-    agent_all, agent_some = make_agent(seed=3), make_agent(seed=3)
+@pytest.mark.parametrize("normalize", [False, True], ids=["raw", "observation-and-reward-statistics"])
+def test_zero_weight_rows_do_not_move_the_policy(normalize):
+    """A row of weight 0 contributes nothing: the step equals the one on the other rows alone,
+    with the observation and reward statistics too (a padding row far off the others' values
+    would move them, and through them the step and the exported policy)."""
+    options = dict(normalize_observations=normalize, normalize_rewards=normalize)
+    agent_all, agent_some = make_agent(seed=3, **options), make_agent(seed=3, **options)
     copy_networks(agent_some, agent_all)
     experience = random_experience(agent_all, batch_size=3, length=40, seed=4)
+    padded = experience._replace(observation=tf.concat([experience.observation[:2], experience.observation[2:] + 5.0], 0),
+                                 reward=tf.concat([experience.reward[:2], experience.reward[2:] + 50.0], 0))
     before = np.concatenate([v.numpy().ravel() for v in agent_all._actor_net.variables])
-    agent_all.train(experience, weights=tf.constant([1.0, 1.0, 0.0]))
+    agent_all.train(padded, weights=tf.constant([1.0, 1.0, 0.0]))
     agent_some.train(tf.nest.map_structure(lambda x: x[:2], experience))
+    if normalize:
+        for a, b in zip(agent_all._observation_normalizer.mean_and_variance(),
+                        agent_some._observation_normalizer.mean_and_variance()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        reward_stats = [agent._reward_normalizer._stats.variables for agent in (agent_all, agent_some)]
+        for a, b in zip(*reward_stats):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
     step_all, step_some = (np.concatenate([v.numpy().ravel() for v in agent._actor_net.variables]) - before
                            for agent in (agent_all, agent_some))
     # The same step up to float32 rounding (the sums run over other shapes).
@@ -213,3 +226,33 @@ def test_the_papers_appendix_e_networks(kind):
             assert kernels[:3] == [[4, 4, 4, 16], [4, 4, 16, 16], [19 * 19 * 16, 20]] and len(kernels) == 4
     output, _ = actor(observation, step_type=(), network_state=())
     assert output.sample().shape == ((2, 3) if kind == "mujoco" else (2,))
+
+
+def test_loss_evaluates_a_batch_without_changing_the_agent():
+    """`agent.loss` (TF-Agents' evaluation call, e.g. `Learner.loss()`): the value net's mean
+    squared error on the GAE returns of the current V (NumPy, after a train call has moved the
+    statistics), the surrogate at θ_old, and no variable changes: statistics, networks, counter."""
+    agent = make_agent(discount_factor=GAMMA, lambda_value=LAMBDA, normalize_observations=True, normalize_rewards=True)
+    agent.train(random_experience(agent, batch_size=3, length=40, seed=7))
+    experience = random_experience(agent, batch_size=3, length=40, seed=8)
+    before = [v.numpy().copy() for v in agent.variables]
+    info = agent.loss(experience, weights=tf.constant([1.0, 0.0, 1.0]))
+    for variable, old in zip(agent.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.name)
+
+    observations = agent._normalize(experience.observation)
+    values = agent._value_net(observations, step_type=experience.step_type, network_state=())[0].numpy()
+    stats = agent._reward_normalizer._stats
+    mean_var = stats._get_mean_var_estimates()[1][0].numpy()
+    rewards = np.clip(experience.reward.numpy() / np.sqrt(mean_var + 1e-8), -10.0, 10.0)
+    returns = reference_gae(rewards.astype(np.float64), values, experience.discount.numpy(),
+                            experience.next_step_type.numpy(), GAMMA, LAMBDA) + values
+    mask = independent_mask(experience) * np.array([1.0, 0.0, 1.0])[:, None]
+    want = masked_mean((values - returns) ** 2, mask)
+    assert isinstance(info.extra, TRPOEvaluationLossInfo)
+    np.testing.assert_allclose(float(info.extra.value_loss), want, rtol=1e-4)
+    assert abs(float(info.extra.policy_loss)) < 1e-5  # −Ê[Â] of normalised advantages
+    np.testing.assert_allclose(float(info.loss), float(info.extra.policy_loss) + want, rtol=1e-4)
+    with pytest.raises(ValueError, match="single-path experience"):
+        agent.loss(VineExperience(experience.observation[:, 0], experience.action[:, :2], tf.zeros([3, 2]),
+                                  tf.constant(False)))

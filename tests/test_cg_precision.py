@@ -114,8 +114,10 @@ def test_float64_step_matches_an_independent_float64_computation_where_float32_d
 @pytest.mark.parametrize("action_spec", [CONT_ACTION, DISC_ACTION], ids=["gaussian", "categorical"])
 def test_float64_copy_is_float64_and_follows_the_actor(action_spec):
     agent = make_agent(action_spec, cg_precision="float64", value_train_epochs=0)
-    copy = agent._fisher_net
+    copy = agent._fisher.value
     assert [v.dtype for v in copy.trainable_variables] == [tf.float64] * len(agent._actor_net.trainable_variables)
+    # Not part of the agent's checkpointed state: a float32 agent's checkpoint restores into it.
+    assert len(agent.variables) == len(make_agent(action_spec).variables)
     experience = random_experience(agent, seed=12)
     for _ in range(2):
         start = [v.numpy() for v in agent._actor_net.trainable_variables]

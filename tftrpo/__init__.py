@@ -6,9 +6,10 @@ command lines' `--help` and argument errors do not wait for TensorFlow.
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["TRPOAgent", "TRPOLossInfo", "VineExperience", "advantages", "natural_gradient", "networks"]
+__all__ = ["TRPOAgent", "TRPOLossInfo", "TRPOEvaluationLossInfo", "VineExperience", "advantages",
+           "natural_gradient", "networks"]
 
-_FROM_AGENT = ("TRPOAgent", "TRPOLossInfo", "VineExperience")
+_FROM_AGENT = ("TRPOAgent", "TRPOLossInfo", "TRPOEvaluationLossInfo", "VineExperience")
 _SUBMODULES = ("advantages", "natural_gradient", "networks")
 
 

@@ -24,6 +24,7 @@ import math
 from typing import NamedTuple, Optional, Union
 
 import gin
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tf_agents.agents import data_converter, tf_agent
@@ -39,7 +40,7 @@ from tftrpo import advantages as advantages_lib
 from tftrpo import natural_gradient as ng
 from tftrpo.normalization import ObservationNormalizer, RewardNormalizer
 
-__all__ = ["TRPOAgent", "TRPOLossInfo", "VineExperience"]
+__all__ = ["TRPOAgent", "TRPOLossInfo", "TRPOEvaluationLossInfo", "VineExperience"]
 
 
 class VineExperience(NamedTuple):
@@ -56,6 +57,16 @@ class VineExperience(NamedTuple):
     action: object
     q_value: tf.Tensor
     all_actions: tf.Tensor
+
+
+class TRPOEvaluationLossInfo(NamedTuple):
+    """The `extra` of the `LossInfo` returned by `TRPOAgent.loss`: the current policy and value
+    net on a batch, nothing updated."""
+
+    policy_loss: tf.Tensor  # −L(θ) at θ = θ_old (importance ratio 1): −Ê[Â] (and −c·entropy)
+    value_loss: tf.Tensor  # mean squared error of V_φ on the batch's returns (Â + V)
+    entropy: tf.Tensor  # mean policy entropy
+    explained_variance: tf.Tensor  # 1 − Var(R − V)/Var(R)
 
 
 class TRPOLossInfo(NamedTuple):
@@ -115,8 +126,9 @@ def _checked_finite(experience, fields, what: str, **extra):
 
 def _step_weights(weights, step_type) -> tf.Tensor:
     """`train`'s `weights` as a [B, T] float tensor: None (all 1), a scalar, one per row ([B]) or
-    one per step ([B, T]). Each step's terms in the surrogate, the mean KL, the advantage
-    statistics and the value loss are weighted by it (rows or steps of weight 0 drop out)."""
+    one per step ([B, T]), each >= 0. Each step's terms in the surrogate, the mean KL, the
+    advantage statistics and the value loss are weighted by it; rows or steps of weight 0
+    (padding) drop out, also of the observation and reward statistics."""
     shape = tf.shape(step_type)
     if weights is None:
         return tf.ones(shape, tf.float32)
@@ -258,7 +270,10 @@ class TRPOAgent(tf_agent.TFAgent):
         self._actor_net = actor_net
         self._value_net = value_net
         # The float64 copy of the actor for the Fisher-vector products (cg_precision="float64").
-        self._fisher_net = _float64_copy(actor_net, time_step_spec.observation) if cg_precision == "float64" else None
+        # Out of checkpoint tracking: its weights are the actor's, set at every update, so a
+        # checkpoint of either cg_precision restores into an agent of the other.
+        self._fisher = _Untracked(
+            _float64_copy(actor_net, time_step_spec.observation) if cg_precision == "float64" else None)
         self._optimizer = optimizer
         self._max_kl = float(max_kl)
         self._cg_iters = int(cg_iters)
@@ -416,6 +431,11 @@ class TRPOAgent(tf_agent.TFAgent):
                     f"TRPOAgent: actor_net samples {out.dtype.name}{list(out.event_shape)} "
                     f"but the action spec is {act.dtype.name}{act.shape.as_list()}."
                 )
+            if act.dtype.is_integer and np.any(np.asarray(act.minimum) != 0):
+                raise ValueError(
+                    f"TRPOAgent: the discrete action spec {act} does not start at 0: TF-Agents' categorical "
+                    "heads sample 0..n-1 whatever the spec's minimum. Shift the actions to start at 0 (tftrpo's "
+                    "Gymnasium adapter does: tftrpo.envs.GymnasiumEnvironment).")
         if len(tf.nest.flatten(actor_output)) != len(tf.nest.flatten(action_spec)):
             raise ValueError(f"TRPOAgent: actor_net output {actor_output} does not match action spec {action_spec}.")
         value_output = value_net.create_variables(time_step_spec.observation)
@@ -430,15 +450,36 @@ class TRPOAgent(tf_agent.TFAgent):
             return observations
         return self._observation_normalizer.normalize(observations)
 
-    def _add_to_statistics_if(self, condition, observations, outer_dims) -> tf.Tensor:
+    def _add_to_statistics(self, observations, outer_dims, counted=None) -> None:
+        """Adds this batch's observations to the statistics: all of them, or, with `counted`
+        ([B, T] bool: the steps of weight > 0), only those, so that rows and steps of weight 0
+        (padding) leave the statistics, and with them the update, as they were."""
+        def add_all():
+            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+            return tf.constant(True)
+
+        if counted is None:
+            add_all()
+            return
+
+        def add_counted():
+            self._observation_normalizer.update(
+                tf.nest.map_structure(lambda o: tf.boolean_mask(o, counted), observations), outer_dims=[0])
+            return tf.constant(True)
+
+        n, total = tf.reduce_sum(tf.cast(counted, tf.int32)), tf.size(counted)
+        tf.cond(tf.equal(n, total), add_all,
+                lambda: tf.cond(n > 0, add_counted, lambda: tf.constant(False)))  # none: no update (0/0)
+
+    def _add_to_statistics_if(self, condition, observations, outer_dims, counted=None) -> tf.Tensor:
         """Adds this batch to the observation statistics where `condition` holds; returns it."""
         def add():
-            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+            self._add_to_statistics(observations, outer_dims, counted)
             return tf.constant(True)
 
         return tf.cond(condition, add, lambda: tf.constant(False))
 
-    def _prime_normalizer(self, observations, outer_dims) -> Union[bool, tf.Tensor]:
+    def _prime_normalizer(self, observations, outer_dims, counted=None) -> Union[bool, tf.Tensor]:
         """Adds this batch to the observation statistics before its update, where an option asks:
         always (`observation_statistics_before_update`: a plain update, returns True) or when they
         are still empty (`prime_observation_normalizer`: returns the condition's tensor); False
@@ -447,21 +488,21 @@ class TRPOAgent(tf_agent.TFAgent):
         if self._observation_normalizer is None:
             return False
         if self._statistics_before_update:
-            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+            self._add_to_statistics(observations, outer_dims, counted)
             return True
         if not self._prime_observation_normalizer:
             return False
         return self._add_to_statistics_if(
-            tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims)
+            tf.logical_not(self._observation_normalizer.has_statistics()), observations, outer_dims, counted)
 
-    def _update_normalizer(self, observations, outer_dims, primed: Union[bool, tf.Tensor]) -> None:
+    def _update_normalizer(self, observations, outer_dims, primed: Union[bool, tf.Tensor], counted=None) -> None:
         """Adds this batch to the observation statistics after its update, unless it was added before."""
         if self._observation_normalizer is None or primed is True:
             return
         if primed is False:
-            self._observation_normalizer.update(observations, outer_dims=outer_dims)
+            self._add_to_statistics(observations, outer_dims, counted)
         else:
-            self._add_to_statistics_if(tf.logical_not(primed), observations, outer_dims)
+            self._add_to_statistics_if(tf.logical_not(primed), observations, outer_dims, counted)
 
     def _initial_state(self, net, batch_size):
         return net.get_initial_state(batch_size) if net.state_spec else ()
@@ -511,6 +552,34 @@ class TRPOAgent(tf_agent.TFAgent):
             )
         return self._with_summaries(*self._update(experience, _step_weights(weights, experience.step_type)))
 
+    def _loss(self, experience, weights=None, training=False):
+        """The update's losses on a [B, T] single-path batch at the current θ and φ, changing
+        nothing (statistics, networks, counters): for `tf_agents.train.Learner.loss()` and
+        held-out evaluation. The policy term is the surrogate at θ = θ_old, where the natural
+        gradient step starts: −Ê[Â] (0 with normalised advantages); the value term is the
+        regression's mean squared error on the returns. `LossInfo.extra` is a
+        `TRPOEvaluationLossInfo`."""
+        del training
+        if isinstance(experience, VineExperience):
+            raise ValueError("TRPOAgent.loss: takes single-path experience, not VineExperience")
+        experience = self._as_trajectory(experience)
+        mask = advantages_lib.training_mask(experience.step_type) * _step_weights(weights, experience.step_type)
+        observations = self._normalize(experience.observation)
+        rewards = experience.reward
+        if self._reward_normalizer is not None:
+            rewards = self._reward_normalizer.normalize(rewards)
+        values = self.value_predictions(observations, experience.step_type)
+        advantages, returns = self.compute_advantages(experience, values, rewards)
+        if self._normalize_advantages:
+            advantages = _standardize(advantages, mask)
+        distribution = self.action_distribution(observations, experience.step_type)
+        entropy = ng.masked_mean(common.entropy(distribution, self.action_spec, outer_rank=2), mask)
+        policy_loss = -ng.masked_mean(advantages, mask) - self._entropy_regularization * entropy
+        value_loss = ng.masked_mean(tf.square(values - returns), mask)
+        return tf_agent.LossInfo(policy_loss + value_loss, TRPOEvaluationLossInfo(
+            policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
+            explained_variance=_explained_variance(values, returns, mask)))
+
     def _with_summaries(self, loss_info, summary_tensors):
         """Writes the update's summaries here, in the caller's context, not in the compiled
         update: a `tf.function` binds the summary writer that is the default when it is
@@ -522,17 +591,22 @@ class TRPOAgent(tf_agent.TFAgent):
     def _update_fn(self, experience, weights):
         """One TRPO iteration on a [B, T] batch; compiled once by `tf.function`. Returns the
         `LossInfo` and the tensors the summaries need (`_summary_tensors`)."""
+        # NaN is not < 0: the finite check names it. The checked tensors below all wait for this.
+        with tf.control_dependencies([tf.debugging.Assert(tf.logical_not(tf.reduce_any(weights < 0)),
+                                                          ["TRPOAgent.train: weights must be >= 0"])]):
+            weights = tf.identity(weights)
         experience, checked = _checked_finite(
             experience, ("step_type", "observation", "action", "reward", "discount"), "experience.", weights=weights)
         weights = checked["weights"]
         step_types = experience.step_type
         mask = advantages_lib.training_mask(step_types) * weights
-        primed = self._prime_normalizer(experience.observation, outer_dims=[0, 1])
+        counted = weights > 0  # the steps the statistics take in: weight-0 rows and steps are padding
+        primed = self._prime_normalizer(experience.observation, outer_dims=[0, 1], counted=counted)
         observations = self._normalize(experience.observation)
 
         rewards = experience.reward
         if self._reward_normalizer is not None:
-            rewards = self._reward_normalizer.scale(rewards, step_types)
+            rewards = self._reward_normalizer.scale(rewards, step_types, counted)
         values = self.value_predictions(observations, step_types)
         advantages, returns = self.compute_advantages(experience, values, rewards)
         if self._normalize_advantages:
@@ -566,7 +640,7 @@ class TRPOAgent(tf_agent.TFAgent):
         value_loss = self._fit_value_net(observations, step_types, returns, mask)
         explained_variance = _explained_variance(values, returns, mask)
 
-        self._update_normalizer(experience.observation, [0, 1], primed)
+        self._update_normalizer(experience.observation, [0, 1], primed, counted)
         with tf.control_dependencies([value_loss, result.kl]):  # after the checks, which these follow
             self.train_step_counter.assign_add(1)
 
@@ -602,12 +676,12 @@ class TRPOAgent(tf_agent.TFAgent):
 
         # The products and CG run on the actor's variables, or on its float64 copy set to them.
         fisher_net, fisher_old = self._actor_net, old_distribution
-        if self._fisher_net is not None:
+        if self._fisher.value is not None:
             if not _has_tensor_parameters(old_distribution):
                 raise ValueError(
                     "TRPOAgent: cg_precision='float64' needs Normal, MultivariateNormalDiag or Categorical "
                     f"action distributions, got {[type(d).__name__ for d in tf.nest.flatten(old_distribution)]}.")
-            fisher_net = self._fisher_net
+            fisher_net = self._fisher.value
             for copy, variable in zip(fisher_net.trainable_variables, actor_vars):
                 copy.assign(tf.cast(variable, copy.dtype))
             fisher_old = _with_parameters(old_distribution, [
@@ -805,6 +879,14 @@ class TRPOAgent(tf_agent.TFAgent):
 
 _TENSOR_PARAMETER_DISTRIBUTIONS = (
     tfp.distributions.MultivariateNormalDiag, tfp.distributions.Normal, tfp.distributions.Categorical)
+
+
+class _Untracked:
+    """Holds `value` where TensorFlow's checkpoint tracking does not look (an attribute of a
+    tf.Module is tracked, and so are lists and dicts assigned to one)."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 def _float64_copy(actor_net, observation_spec):

@@ -75,8 +75,15 @@ class RewardNormalizer(tf.Module):
         self._stats = tensor_normalizer.StreamingTensorNormalizer(
             tf.TensorSpec([], tf.float32), scope=name + "_return_stats")
 
-    def scale(self, rewards, step_types):
-        """Updates the statistics with this batch and returns the scaled [B, T] rewards."""
+    def normalize(self, rewards):
+        """Rewards scaled by the current statistics, nothing updated (what `scale` returns)."""
+        return self._stats.normalize(rewards, clip_value=self._clip_value, center_mean=False, variance_epsilon=1e-8)
+
+    def scale(self, rewards, step_types, counted=None):
+        """Updates the statistics with this batch and returns the scaled [B, T] rewards.
+
+        `counted` ([B, T] bool): the steps whose returns join the statistics (the agent's steps
+        of weight > 0); every step's return is still computed and carried."""
         batch_size = tf.shape(rewards)[0]
         carried = self._running_return.value()
         initial = tf.cond(tf.shape(carried)[0] == batch_size, lambda: carried, lambda: tf.zeros([batch_size]))
@@ -90,6 +97,15 @@ class RewardNormalizer(tf.Module):
             tf.reverse(tf.concat([tf.zeros_like(continues[:, :1]), self._gamma * continues[:, 1:]], 1), [1])),
             [1])
         self._running_return.assign(returns[:, -1])
-        self._stats.update(tf.boolean_mask(returns, tf.not_equal(step_types, ts.StepType.LAST)))
-        return self._stats.normalize(rewards, clip_value=self._clip_value, center_mean=False,
-                                     variance_epsilon=1e-8)
+        taken = tf.not_equal(step_types, ts.StepType.LAST)
+        if counted is None:
+            self._stats.update(tf.boolean_mask(returns, taken))
+        else:
+            taken = tf.logical_and(taken, counted)
+
+            def update():
+                self._stats.update(tf.boolean_mask(returns, taken))
+                return tf.constant(True)
+
+            tf.cond(tf.reduce_any(taken), update, lambda: tf.constant(False))  # none: no update (0/0)
+        return self.normalize(rewards)
