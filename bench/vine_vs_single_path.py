@@ -105,11 +105,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="CartPole-v1, 3 seeds, 40k steps")
     args = parser.parse_args()
     default_steps = {"CartPole-v1": 40_000, "Swimmer-v5": 300_000, "Hopper-v5": 300_000}
-    extra = {"CartPole-v1": ["--vine-states", "32"],
-             "Swimmer-v5": ["--vine-states", "64", "--eval-interval", "5"],
-             "Hopper-v5": ["--vine-states", "64", "--eval-interval", "5"]}
+    # Flags per env and scheme: tftrpo-train refuses the --vine-* ones for single-path runs.
+    vine_states = {"CartPole-v1": "32", "Swimmer-v5": "64", "Hopper-v5": "64"}
+    evaluate = {"Swimmer-v5": ["--eval-interval", "5"], "Hopper-v5": ["--eval-interval", "5"]}
+
+    def extra(env_id, scheme):
+        states = ["--vine-states", vine_states[env_id]] if scheme == "vine" and env_id in vine_states else []
+        return states + evaluate.get(env_id, [])
+
     envs = ["CartPole-v1"] if args.quick else args.envs
-    jobs = [(e, s, seed, args.steps or default_steps.get(e, 300_000), extra.get(e, []))
+    jobs = [(e, s, seed, args.steps or default_steps.get(e, 300_000), extra(e, s))
             for e in envs for seed in args.seeds for s in ("single_path", "vine")]
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(lambda job: run_one(*job), jobs))
