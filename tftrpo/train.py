@@ -431,6 +431,9 @@ def run(args) -> dict:
     writer.flush()
 
     final_eval = evaluate(int(train_step.numpy()), final=True)
+    for closable in (collector if sampling == "vine" else None, env, eval_env):
+        if closable is not None:
+            closable.close()
     if os.path.exists(export_dir):
         shutil.rmtree(export_dir)  # only ever our own export of this run (checked at start)
     policy_saver.PolicySaver(agent.policy, batch_size=None, train_step=train_step).save(export_dir)

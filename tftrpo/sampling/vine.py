@@ -153,6 +153,11 @@ class VineCollector:
         """(mean return, mean length) of the trunk's last finished episodes (0, 0 before any)."""
         return self._recent.mean()
 
+    def close(self) -> None:
+        """Closes the trunk env and the branch envs the collector made (up to 1 + num_branch_envs)."""
+        for env in [self._trunk_env, *self._branch_envs]:
+            env.close()
+
     def get_state(self) -> dict:
         """What the next `collect()` depends on besides the policy's weights, picklable: the
         trunk env (a snapshot), its current time step and episode, the noise generator and
