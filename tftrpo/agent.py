@@ -568,17 +568,26 @@ class TRPOAgent(tf_agent.TFAgent):
         rewards = experience.reward
         if self._reward_normalizer is not None:
             rewards = self._reward_normalizer.normalize(rewards)
-        values = self.value_predictions(observations, experience.step_type)
-        advantages, returns = self.compute_advantages(experience, values, rewards)
-        if self._normalize_advantages:
-            advantages = _standardize(advantages, mask)
-        distribution = self.action_distribution(observations, experience.step_type)
-        entropy = ng.masked_mean(common.entropy(distribution, self.action_spec, outer_rank=2), mask)
+        values, advantages, returns = self._advantage_estimates(experience, observations, rewards, mask)
+        entropy = self._mean_entropy(self.action_distribution(observations, experience.step_type), mask)
         policy_loss = -ng.masked_mean(advantages, mask) - self._entropy_regularization * entropy
         value_loss = ng.masked_mean(tf.square(values - returns), mask)
         return tf_agent.LossInfo(policy_loss + value_loss, TRPOEvaluationLossInfo(
             policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
             explained_variance=_explained_variance(values, returns, mask)))
+
+    def _advantage_estimates(self, experience, observations, rewards, mask):
+        """V_φ(s), the GAE advantages Â (standardised over `mask` where the agent does) and the
+        returns Â + V of a [B, T] batch, from (normalised) observations and (scaled) rewards."""
+        values = self.value_predictions(observations, experience.step_type)
+        advantages, returns = self.compute_advantages(experience, values, rewards)
+        if self._normalize_advantages:
+            advantages = _standardize(advantages, mask)
+        return values, advantages, returns
+
+    def _mean_entropy(self, distribution, mask):
+        """Ê[H(π(·|s))] over the masked entries of a [B, T] (or [N, 1]) batch."""
+        return ng.masked_mean(common.entropy(distribution, self.action_spec, outer_rank=2), mask)
 
     def _with_summaries(self, loss_info, summary_tensors):
         """Writes the update's summaries here, in the caller's context, not in the compiled
@@ -607,16 +616,13 @@ class TRPOAgent(tf_agent.TFAgent):
         rewards = experience.reward
         if self._reward_normalizer is not None:
             rewards = self._reward_normalizer.scale(rewards, step_types, counted)
-        values = self.value_predictions(observations, step_types)
-        advantages, returns = self.compute_advantages(experience, values, rewards)
-        if self._normalize_advantages:
-            advantages = _standardize(advantages, mask)
+        values, advantages, returns = self._advantage_estimates(experience, observations, rewards, mask)
 
         actions = experience.action
         # π_θold: evaluated before any tape records, so it is a constant below.
         old_distribution = self.action_distribution(observations, step_types)
         old_log_prob = common.log_probability(old_distribution, actions, self.action_spec)
-        entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), mask)
+        entropy = self._mean_entropy(old_distribution, mask)
 
         def distribution_fn(net=None):
             return self.action_distribution(observations, step_types, training=True, net=net)
@@ -629,9 +635,7 @@ class TRPOAgent(tf_agent.TFAgent):
             log_prob = common.log_probability(distribution, actions, self.action_spec)
             surrogate = ng.surrogate_advantage(log_prob, old_log_prob, advantages, mask)
             if self._entropy_regularization:
-                surrogate += self._entropy_regularization * ng.masked_mean(
-                    common.entropy(distribution, self.action_spec, outer_rank=2), mask
-                )
+                surrogate += self._entropy_regularization * self._mean_entropy(distribution, mask)
             return surrogate, kl_of(distribution)
 
         result, surrogate_after, gradient = self._natural_gradient_step(
@@ -750,7 +754,7 @@ class TRPOAgent(tf_agent.TFAgent):
 
         old_distribution = self.action_distribution(observations, step_types)
         old_log_prob = branch_log_prob(old_distribution)
-        entropy = ng.masked_mean(common.entropy(old_distribution, self.action_spec, outer_rank=2), state_mask)
+        entropy = self._mean_entropy(old_distribution, state_mask)
 
         def distribution_fn(net=None):
             return self.action_distribution(observations, step_types, training=True, net=net)
@@ -763,8 +767,7 @@ class TRPOAgent(tf_agent.TFAgent):
             surrogate = ng.vine_surrogate(branch_log_prob(distribution), old_log_prob, advantages,
                                           experience.all_actions)
             if self._entropy_regularization:
-                surrogate += self._entropy_regularization * ng.masked_mean(
-                    common.entropy(distribution, self.action_spec, outer_rank=2), state_mask)
+                surrogate += self._entropy_regularization * self._mean_entropy(distribution, state_mask)
             return surrogate, kl_of(distribution)
 
         result, surrogate_after, gradient = self._natural_gradient_step(

@@ -98,14 +98,12 @@ class RewardNormalizer(tf.Module):
             [1])
         self._running_return.assign(returns[:, -1])
         taken = tf.not_equal(step_types, ts.StepType.LAST)
-        if counted is None:
-            self._stats.update(tf.boolean_mask(returns, taken))
-        else:
+        if counted is not None:
             taken = tf.logical_and(taken, counted)
 
-            def update():
-                self._stats.update(tf.boolean_mask(returns, taken))
-                return tf.constant(True)
+        def update():
+            self._stats.update(tf.boolean_mask(returns, taken))
+            return tf.constant(True)
 
-            tf.cond(tf.reduce_any(taken), update, lambda: tf.constant(False))  # none: no update (0/0)
+        tf.cond(tf.reduce_any(taken), update, lambda: tf.constant(False))  # none: no update (0/0)
         return self.normalize(rewards)

@@ -605,7 +605,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         run_dir = getattr(args, "resolved_run_dir", None)
         if run_dir is None or not os.path.exists(os.path.join(run_dir, "config.json")):
             print("tftrpo-train: interrupted before the run started; nothing was written", file=sys.stderr)
-        elif os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint")):  # TF's checkpoint index
+        elif _has_checkpoint(os.path.join(run_dir, "checkpoints")):  # TensorFlow is loaded once config.json exists
             print("tftrpo-train: interrupted; the last checkpoint (saved every --checkpoint-interval iterations) "
                   f"is intact: continue from it with tftrpo-train --resume --run-dir {run_dir}", file=sys.stderr)
         else:

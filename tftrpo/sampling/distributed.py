@@ -71,7 +71,9 @@ def _message(variables, train_step, epoch, probe) -> dict:
 
 def _probe_inputs(policy) -> dict:
     """Fixed observations and actions of the policy's specs (a seeded draw: the same in every
-    process): standard normal floats clipped to the bounds, uniform integers within them."""
+    process): standard normal floats clipped to the bounds, uniform integers within them.
+    Not TF-Agents' `sample_spec_nest`: it draws uniformly between the bounds, and MuJoCo's
+    observation specs span the float32 range, whose values overflow an unnormalised ReLU net."""
     rng = np.random.default_rng(0)
 
     def draw(spec):
